@@ -1,0 +1,39 @@
+"""Input checks shared by the three blocks, run on NDArray inputs before the graph runs.
+
+``hybrid_forward`` may not read shapes (it must hybridize and export), so the blocks check
+concrete NDArray inputs in ``forward`` instead: shapes and dtypes are metadata there and reading
+them costs no device synchronisation. Symbol inputs are checked by MXNet's shape inference.
+"""
+import numpy as np
+from mxnet import gluon, nd
+
+__all__ = ['CheckedBlock', 'check_array']
+
+
+def check_array(block_name, arg_name, array, ndim=None, min_ndim=None):
+    """Raise TypeError/ValueError naming ``block_name(arg_name)`` if ``array`` is unusable.
+
+    Like the native ops, only float32 is accepted (float16/float64 raise).
+    """
+    where = f"{block_name}: {arg_name}"
+    if not isinstance(array, nd.NDArray):
+        raise TypeError(f"{where} must be an NDArray or Symbol, got {type(array).__name__}")
+    if array.dtype != np.float32:
+        raise TypeError(f"{where} must be float32 like the native op, got {np.dtype(array.dtype).name}"
+                        f" (cast with .astype('float32'))")
+    if ndim is not None and array.ndim != ndim:
+        raise ValueError(f"{where} must have {ndim} dimensions, got shape {array.shape}")
+    if min_ndim is not None and array.ndim < min_ndim:
+        raise ValueError(f"{where} must have at least {min_ndim} dimensions, got shape {array.shape}")
+
+
+class CheckedBlock(gluon.HybridBlock):
+    """HybridBlock that validates NDArray inputs with ``check_inputs`` before running."""
+
+    def check_inputs(self, *arrays):
+        """Override: raise a clear error for unusable inputs (shapes, dtypes)."""
+
+    def forward(self, x, *args):
+        if isinstance(x, nd.NDArray):
+            self.check_inputs(x, *args)
+        return super().forward(x, *args)

@@ -7,7 +7,7 @@ setup(
     description="Exact, exportable Gluon reimplementation of MXNet's contrib MultiBox operators, "
                 "with SSD symbol builders and training/demo scripts",
     python_requires='>=3.8',
-    packages=['multibox', 'symbols'],
+    packages=['multibox', 'symbols', 'ssd'],
     # MXNet itself comes from an extra: the CPU wheel ("mxnet") and the CUDA 11.2 wheel
     # ("mxnet-cu112") are different distributions that must not be installed together.
     install_requires=[
@@ -18,6 +18,7 @@ setup(
         'matplotlib<3.9',
         'opencv-python<4.9',
         'tqdm',
+        'pycocotools',
     ],
     extras_require={
         'cpu': ['mxnet==1.9.1'],

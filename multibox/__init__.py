@@ -1,0 +1,14 @@
+"""MXNet's contrib MultiBox operators as Gluon HybridBlocks, exact and exportable.
+
+``MultiBoxPrior``, ``MultiBoxTarget`` and ``MultiBoxDetection`` take the same arguments and give
+the same outputs as ``mx.contrib.symbol.MultiBox*`` (MXNet 1.9.1, CPU) while being built only
+from MXNet's standard operators. ``multibox.symbol`` and ``multibox.ndarray`` hold functional
+drop-ins with the contrib signatures.
+"""
+from .detection import MultiBoxDetection
+from .prior import MultiBoxPrior
+from .target import MultiBoxTarget
+from . import ndarray, symbol  # noqa: E402  (they build on the blocks above)
+
+__all__ = ['MultiBoxPrior', 'MultiBoxTarget', 'MultiBoxDetection', 'symbol', 'ndarray']
+__version__ = '0.1.0'

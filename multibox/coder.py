@@ -47,26 +47,28 @@ def encode(F, anchors, boxes, variances):
     return F.concat(dx, dy, dw, dh, dim=-1)
 
 
-def decode(F, anchors, offsets, variances):
+def decode(F, anchors, offsets, variances, axis=-1):
     """Corner boxes from ``offsets`` relative to ``anchors``, the inverse of :func:`encode`.
 
     Parameters
     ----------
-    anchors : (1, N, 4) corner boxes.
-    offsets : (B, N, 4) ``[dx, dy, dw, dh]``.
+    anchors : (1, N, 4) corner boxes, or (1, 4, N) with ``axis=1``.
+    offsets : (B, N, 4) ``[dx, dy, dw, dh]``, or (B, 4, N) with ``axis=1``.
     variances : 4 floats ``(vx, vy, vw, vh)`` multiplying the offsets.
+    axis : the axis holding the 4 coordinates. With ``axis=1`` every coordinate is a contiguous
+        block, which makes the split and the concatenation much cheaper than on the last axis.
 
     Returns
     -------
-    (B, N, 4) corner boxes, not clipped.
+    (B, N, 4) corner boxes (or (B, 4, N) with ``axis=1``), not clipped.
     """
     vx, vy, vw, vh = variances
-    al, at, ar, ab = split_corners(F, anchors)
-    px, py, pw, ph = split_corners(F, offsets)
+    al, at, ar, ab = F.split(anchors, axis=axis, num_outputs=4)
+    px, py, pw, ph = F.split(offsets, axis=axis, num_outputs=4)
     aw, ah = ar - al, ab - at
     ax, ay = (al + ar) / 2, (at + ab) / 2
     ox = F.broadcast_add(F.broadcast_mul(px * vx, aw), ax)
     oy = F.broadcast_add(F.broadcast_mul(py * vy, ah), ay)
     half_w = F.broadcast_mul(F.exp(pw * vw), aw) / 2
     half_h = F.broadcast_mul(F.exp(ph * vh), ah) / 2
-    return F.concat(ox - half_w, oy - half_h, ox + half_w, oy + half_h, dim=-1)
+    return F.concat(ox - half_w, oy - half_h, ox + half_w, oy + half_h, dim=axis)

@@ -85,6 +85,10 @@ class MultiBoxPrior(CheckedBlock):
             self._anchor_cache[key] = super().forward(data).copy()  # static_alloc reuses its output
         return self._anchor_cache[key].copy()  # callers may modify their anchors in place
 
+    def hybridize(self, active=True, **kwargs):
+        self._anchor_cache.clear()  # the next call builds (and so can export) the graph
+        super().hybridize(active, **kwargs)
+
     def check_inputs(self, data):
         check_array('MultiBoxPrior', 'data', data, min_ndim=4)
         if data.shape[2] == 0 or data.shape[3] == 0:

@@ -76,7 +76,7 @@ def load_backbone_params(network, path):
     online users get the files from GluonCV's model store, e.g.
     ``gluoncv.model_zoo.model_store.get_model_file('vgg16_atrous')``.
     """
-    config = get_config(network, 512)
+    config = get_config(network, 300)  # the body is the same in every variant
     if network == 'vgg16_reduced':
         net = vgg16_atrous_300(pretrained=False)
         net.load_parameters(path, allow_missing=True, ignore_extra=True)

@@ -13,10 +13,7 @@ Inputs: ``data`` (B, 3, H, W) mean-subtracted RGB pixels; ``label`` (B, M, 5+) r
 """
 import mxnet as mx
 
-try:  # TEMP-OPS: remove once multibox.symbol imports
-    import multibox.symbol as _multibox
-except ImportError:  # TEMP-OPS
-    _multibox = mx.sym.contrib  # TEMP-OPS
+import multibox.symbol as _multibox
 
 from .presets import get_config
 
@@ -54,7 +51,11 @@ def get_symbol(network, num_classes, data_shape, nms_thresh=0.45, force_suppress
 
 def training_graph(config, num_classes, data_shape, nms_thresh=0.45, force_suppress=False,
                    nms_topk=400, minimum_negative_samples=0, ops=_multibox):
-    """Training Symbol of ``config``; ``ops`` provides the three MultiBox functions.
+    """Training Symbol of ``config`` (see ``get_symbol_train``).
+
+    ``ops`` is the namespace of the three MultiBox functions, ``multibox.symbol`` by default;
+    the parity test and the benchmark pass ``mx.sym.contrib`` to build the identical graph on
+    the native operators.
 
     Every input of ``MultiBoxTarget`` and ``MultiBoxDetection`` and every target output is
     wrapped in ``BlockGrad``: no gradient flows through target generation or decoding.
@@ -84,7 +85,8 @@ def training_graph(config, num_classes, data_shape, nms_thresh=0.45, force_suppr
 
 def inference_graph(config, num_classes, data_shape, nms_thresh=0.45, force_suppress=False,
                     nms_topk=400, ops=_multibox):
-    """Inference Symbol of ``config``: channel softmax then ``MultiBoxDetection`` (B, N, 6)."""
+    """Inference Symbol of ``config``: channel softmax then ``MultiBoxDetection`` (B, N, 6);
+    ``ops`` as in ``training_graph``."""
     loc_preds, cls_preds, anchors = _multibox_layers(config, num_classes, data_shape, ops)
     cls_prob = mx.sym.softmax(cls_preds, axis=1, name='cls_prob')
     return ops.MultiBoxDetection(cls_prob, loc_preds, anchors, nms_threshold=nms_thresh,

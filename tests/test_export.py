@@ -18,8 +18,8 @@ from conftest import assert_same
 
 
 def prior_case(rng):
-    block = multibox.MultiBoxPrior(sizes=(0.3, 0.6), ratios=(1, 2, 0.5), clip=True)
-    return block, multibox.symbol.MultiBoxPrior, [mx.nd.array(rng.uniform(size=(2, 3, 5, 7)))]
+    params = dict(sizes=(0.3, 0.6), ratios=(1, 2, 0.5), clip=True)
+    return 'MultiBoxPrior', params, [mx.nd.array(rng.uniform(size=(2, 3, 5, 7)))]
 
 
 def target_case(rng):
@@ -29,8 +29,8 @@ def target_case(rng):
     labels = np.concatenate([rng.randint(0, 5, (3, 4, 1)), boxes], axis=2)
     labels[1, 2:] = -1  # padding rows
     cls_pred = rng.normal(size=(3, 6, num_anchors))
-    block = multibox.MultiBoxTarget(negative_mining_ratio=3, negative_mining_thresh=0.5)
-    return block, multibox.symbol.MultiBoxTarget, [anchors, mx.nd.array(labels), mx.nd.array(cls_pred)]
+    params = dict(negative_mining_ratio=3, negative_mining_thresh=0.5)
+    return 'MultiBoxTarget', params, [anchors, mx.nd.array(labels), mx.nd.array(cls_pred)]
 
 
 def detection_case(rng):
@@ -38,8 +38,8 @@ def detection_case(rng):
     num_anchors = anchors.shape[1]
     cls_prob = mx.nd.softmax(mx.nd.array(rng.normal(size=(2, 4, num_anchors)) * 3), axis=1)
     loc_pred = mx.nd.array(rng.normal(size=(2, num_anchors * 4)) * 0.5)
-    block = multibox.MultiBoxDetection(nms_threshold=0.45, nms_topk=20)
-    return block, multibox.symbol.MultiBoxDetection, [cls_prob, loc_pred, anchors]
+    params = dict(nms_threshold=0.45, nms_topk=20)
+    return 'MultiBoxDetection', params, [cls_prob, loc_pred, anchors]
 
 
 CASES = {'prior': prior_case, 'target': target_case, 'detection': detection_case}
@@ -70,15 +70,19 @@ def as_list(outputs):
 
 @pytest.mark.parametrize('name', sorted(CASES))
 def test_all_execution_modes_agree(name, tmp_path):
-    block, symbol_function, inputs = CASES[name](np.random.RandomState(7))
+    op, params, inputs = CASES[name](np.random.RandomState(7))
+    block = getattr(multibox, op)(**params)
     imperative = as_list(block(*inputs))
+    native = as_list(getattr(mx.nd.contrib, op)(*inputs, **params))
+    for ours, expected in zip(imperative, native):
+        assert_same(ours, expected)
 
     block.hybridize(static_alloc=True)
     for ours, expected in zip(as_list(block(*inputs)), imperative):
         assert_same(ours, expected)
 
     variables = [mx.sym.var(f'in{i}') for i in range(len(inputs))]
-    graph = symbol_function(*variables)
+    graph = getattr(multibox.symbol, op)(*variables, **params)
     assert '_contrib_MultiBox' not in graph.tojson()
     symbolic = graph.eval(ctx=mx.cpu(), **{f'in{i}': x for i, x in enumerate(inputs)})
     for ours, expected in zip(as_list(symbolic), imperative):

@@ -1,0 +1,142 @@
+"""Read detection annotations (Pascal VOC XML, COCO json) into one record format.
+
+A record is ``(image_path, label, image_id)`` with ``label`` a float32 array ``(K, 6)`` of rows
+``[class_id, xmin, ymin, xmax, ymax, difficult]`` in pixels of the original image (0-based,
+like GluonCV: VOC's 1-based corners minus 1). ``K`` may be 0: background-only images are kept
+as negatives.
+
+Nothing here raises on bad data: a broken annotation file, an unknown class name, a box outside
+its image or with ``xmin >= xmax`` is recorded as a ``Problem`` naming the file, and the object
+(or, for an unreadable file, the image) is skipped. Callers report the problems.
+"""
+import json
+import os
+from collections import namedtuple
+from xml.etree import ElementTree
+
+import numpy as np
+
+__all__ = ['Problem', 'load_voc', 'load_coco', 'read_class_names']
+
+Problem = namedtuple('Problem', 'path message')
+Record = namedtuple('Record', 'image_path label image_id')
+
+
+def read_class_names(value):
+    """Class names from a comma-separated string or from a file with one name per line."""
+    if value is None:
+        return None
+    if os.path.isfile(value):
+        with open(value) as f:
+            names = [line.strip() for line in f if line.strip()]
+    else:
+        names = [name.strip() for name in value.split(',') if name.strip()]
+    if not names:
+        raise ValueError(f"--class-names gave no class names: {value!r}")
+    if len(set(names)) != len(names):
+        raise ValueError(f"--class-names has duplicates: {names}")
+    return names
+
+
+def load_voc(root, sets, class_names, use_difficult=True):
+    """Records of the VOC image sets ``sets`` (e.g. ``['2007_trainval', '2012_trainval']``).
+
+    ``root`` is the VOCdevkit folder holding ``VOC2007/`` etc. Objects whose class is not in
+    ``class_names`` are skipped and reported (that is also how a class subset is trained).
+    Returns ``(records, problems)``.
+    """
+    records, problems = [], []
+    for image_set in sets:
+        year, _, split = image_set.partition('_')
+        base = os.path.join(root, f'VOC{year}')
+        list_file = os.path.join(base, 'ImageSets', 'Main', f'{split}.txt')
+        if not os.path.isfile(list_file):
+            raise FileNotFoundError(f"VOC image set {image_set!r}: {list_file} does not exist "
+                                    f"(--data-root should be the VOCdevkit folder)")
+        with open(list_file) as f:
+            ids = [line.strip().split()[0] for line in f if line.strip()]
+        for image_id in ids:
+            xml_path = os.path.join(base, 'Annotations', image_id + '.xml')
+            label = _voc_label(xml_path, class_names, use_difficult, problems)
+            if label is not None:
+                records.append(Record(os.path.join(base, 'JPEGImages', image_id + '.jpg'), label,
+                                      f'{year}_{image_id}'))
+    return records, problems
+
+
+def _voc_label(xml_path, class_names, use_difficult, problems):
+    try:
+        tree = ElementTree.parse(xml_path).getroot()
+        width = float(tree.find('size/width').text)
+        height = float(tree.find('size/height').text)
+    except (OSError, ElementTree.ParseError, AttributeError, ValueError) as error:
+        problems.append(Problem(xml_path, f'unreadable annotation ({error}); image skipped'))
+        return None
+    rows = []
+    for obj in tree.iter('object'):
+        name = (obj.findtext('name') or '').strip()
+        difficult = int(obj.findtext('difficult') or 0)
+        if difficult and not use_difficult:
+            continue
+        if name not in class_names:
+            problems.append(Problem(xml_path, f'unknown class {name!r}; object skipped'))
+            continue
+        try:
+            box = [float(obj.find('bndbox/' + tag).text) - 1 for tag in ('xmin', 'ymin', 'xmax', 'ymax')]
+        except (AttributeError, TypeError, ValueError):
+            problems.append(Problem(xml_path, f'object {name!r} has no valid bndbox; object skipped'))
+            continue
+        if _box_problem(box, width, height, xml_path, name, problems):
+            continue
+        rows.append([class_names.index(name)] + box + [difficult])
+    return np.array(rows, dtype=np.float32).reshape(-1, 6)
+
+
+def _box_problem(box, width, height, path, name, problems):
+    """Record and return True if ``box`` is degenerate or lies outside the image."""
+    xmin, ymin, xmax, ymax = box
+    if not (xmin < xmax and ymin < ymax):
+        problems.append(Problem(path, f'object {name!r} has xmin >= xmax or ymin >= ymax {box}; skipped'))
+        return True
+    # VOC corners may touch the last pixel (index width - 1); allow a pixel of slack
+    if xmin < -1 or ymin < -1 or xmax > width or ymax > height:
+        problems.append(Problem(path, f'object {name!r} box {box} is outside the {width:g}x{height:g} image; skipped'))
+        return True
+    return False
+
+
+def load_coco(root, split, class_names=None):
+    """Records of COCO ``split`` (e.g. ``'train2017'``) from ``root/annotations/instances_{split}.json``.
+
+    Class ids follow the order of ``class_names`` (default: COCO's category order). Crowd
+    annotations are skipped, as in mxnet-ssd and GluonCV. Returns ``(records, problems, names)``.
+    """
+    ann_file = os.path.join(root, 'annotations', f'instances_{split}.json')
+    if not os.path.isfile(ann_file):
+        raise FileNotFoundError(f"COCO split {split!r}: {ann_file} does not exist "
+                                f"(--data-root should be the COCO root)")
+    with open(ann_file) as f:
+        data = json.load(f)
+    categories = {c['id']: c['name'] for c in data['categories']}
+    names = class_names or [categories[k] for k in sorted(categories)]
+    objects = {}
+    for ann in data['annotations']:
+        objects.setdefault(ann['image_id'], []).append(ann)
+    records, problems = [], []
+    for image in data['images']:
+        path = os.path.join(root, split, image['file_name'])
+        rows = []
+        for ann in objects.get(image['id'], []):
+            name = categories.get(ann['category_id'])
+            if ann.get('iscrowd', 0):
+                continue
+            if name not in names:
+                problems.append(Problem(path, f'unknown class {name!r}; object skipped'))
+                continue
+            x, y, w, h = ann['bbox']
+            box = [x, y, x + w, y + h]
+            if _box_problem(box, image['width'], image['height'], path, name, problems):
+                continue
+            rows.append([names.index(name)] + box + [0])
+        records.append(Record(path, np.array(rows, dtype=np.float32).reshape(-1, 6), image['id']))
+    return records, problems, names

@@ -1,0 +1,82 @@
+"""MXNet checkpoints written atomically: ``PREFIX-symbol.json``, ``PREFIX-%04d.params``, ``PREFIX-%04d.states``.
+
+The names are MXNet's own (``mx.model.save_checkpoint``), so every script and plain MXNet load
+them. Each file is written to a temporary name beside the target and renamed into place:
+a run killed mid-write leaves the previous checkpoint intact and no half-written file.
+"""
+import json
+import os
+import tempfile
+
+import mxnet as mx
+
+__all__ = ['atomic_write', 'save', 'load_params', 'save_best', 'params_path', 'states_path',
+           'latest_epoch']
+
+
+def atomic_write(path, write):
+    """Call ``write(temporary_path)`` then rename the result to ``path``."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix='.' + os.path.basename(path) + '.', dir=folder)
+    os.close(handle)
+    try:
+        write(temporary)
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+
+
+def params_path(prefix, epoch):
+    return f'{prefix}-{epoch:04d}.params'
+
+
+def states_path(prefix, epoch):
+    return f'{prefix}-{epoch:04d}.states'
+
+
+def save(prefix, epoch, symbol, arg_params, aux_params, save_states=None, extra=None):
+    """Write the symbol, the parameters and (if given) optimizer states and a JSON sidecar."""
+    atomic_write(f'{prefix}-symbol.json', symbol.save)
+    arrays = {f'arg:{k}': v.as_in_context(mx.cpu()) for k, v in arg_params.items()}
+    arrays.update({f'aux:{k}': v.as_in_context(mx.cpu()) for k, v in aux_params.items()})
+    atomic_write(params_path(prefix, epoch), lambda path: mx.nd.save(path, arrays))
+    if save_states is not None:
+        atomic_write(states_path(prefix, epoch), save_states)
+    if extra is not None:
+        atomic_write(f'{prefix}-{epoch:04d}.json', lambda path: _dump_json(path, extra))
+
+
+def _dump_json(path, value):
+    with open(path, 'w') as f:
+        json.dump(value, f, indent=1)
+
+
+def load_params(path):
+    """``(arg_params, aux_params)`` of a ``.params`` file with MXNet's ``arg:``/``aux:`` keys."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    arrays = mx.nd.load(path)
+    arg = {k[4:]: v for k, v in arrays.items() if k.startswith('arg:')}
+    aux = {k[4:]: v for k, v in arrays.items() if k.startswith('aux:')}
+    if not arg and not aux:  # a Gluon-style file without prefixes
+        arg = dict(arrays)
+    return arg, aux
+
+
+def save_best(prefix, epoch):
+    """Copy epoch ``epoch``'s parameters to ``PREFIX-best.params`` (atomically)."""
+    source = params_path(prefix, epoch)
+    atomic_write(f'{prefix}-best.params', lambda path: mx.nd.save(path, mx.nd.load(source)))
+
+
+def latest_epoch(prefix):
+    """The highest epoch with a ``.params`` file for ``prefix``, or None."""
+    folder, base = os.path.split(os.path.abspath(prefix))
+    epochs = []
+    for name in os.listdir(folder) if os.path.isdir(folder) else []:
+        stem = name[len(base) + 1:-len('.params')]
+        if name.startswith(base + '-') and name.endswith('.params') and stem.isdigit():
+            epochs.append(int(stem))
+    return max(epochs, default=None)

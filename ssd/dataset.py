@@ -1,0 +1,142 @@
+"""Training and validation samples: decode, augment, normalize, pad labels to a fixed width.
+
+A sample is ``(image, label, meta)``:
+
+* ``image`` ``(3, S, S)`` float32 RGB pixels minus the mean pixel ``255 * MEAN`` (mxnet-ssd's
+  input convention; ``symbols.convert`` maps GluonCV's weights to it);
+* ``label`` ``(L, 6)`` float32 rows ``[class, xmin, ymin, xmax, ymax, difficult]`` with corners
+  normalized to the network input, padded with ``-1`` rows to the dataset's label width ``L``
+  (MultiBoxTarget stops at the first ``-1`` row);
+* ``meta`` ``(4,)`` float32 ``[index, original_width, original_height, bad_index]`` where
+  ``bad_index`` is ``-1``, or the index of an image that could not be decoded and was replaced
+  by the next readable one (so one bad file never stops an epoch; the caller reports it).
+
+Augmentation is GluonCV's SSD training transform (photometric distortion, zoom-out expansion,
+IoU-constrained random crop, random interpolation, flip). Every sample reseeds NumPy from
+``(seed, epoch, index)``, so augmentation is reproducible whichever worker process loads it.
+"""
+import random
+
+import numpy as np
+from gluoncv.data.transforms import image as gimage
+from gluoncv.data.transforms.presets.ssd import SSDDefaultTrainTransform
+from mxnet import gluon, image as mximage, nd
+
+__all__ = ['MEAN', 'STD', 'preprocess', 'FileSource', 'DetectionDataset', 'EpochSampler', 'label_width']
+
+MEAN = (0.485, 0.456, 0.406)
+# GluonCV's transforms compute (pixels / 255 - mean) / std: std = 1/255 leaves pixels - 255 * mean
+STD = (1 / 255, 1 / 255, 1 / 255)
+_ATTEMPTS = 16  # consecutive unreadable images tolerated before giving up
+
+
+class FileSource:
+    """Random access to annotation records: ``source[i] -> (image HWC uint8 RGB, label)``."""
+
+    def __init__(self, records):
+        self.records = list(records)
+
+    def __len__(self):
+        return len(self.records)
+
+    def name(self, index):
+        return self.records[index].image_path
+
+    def object_counts(self):
+        return [len(record.label) for record in self.records]
+
+    def load(self, index):
+        record = self.records[index]
+        return mximage.imread(record.image_path, flag=1), record.label
+
+
+def label_width(*sources, minimum=1):
+    """Rows needed to hold the largest label: the padding width ``L`` shared by all batches."""
+    return max([minimum] + [count for source in sources for count in source.object_counts()])
+
+
+def preprocess(image, data_shape):
+    """Network input (3, S, S) from an HWC uint8 RGB image: resize (aspect not kept), subtract the mean."""
+    image = gimage.imresize(image, data_shape, data_shape, interp=1)
+    return nd.image.normalize(nd.image.to_tensor(image), mean=MEAN, std=STD)
+
+
+class DetectionDataset(gluon.data.Dataset):
+    """Samples of ``source`` resized to ``data_shape`` (augmented if ``train``), see module doc."""
+
+    def __init__(self, source, data_shape, width, train, seed=0):
+        self.source = source
+        self.data_shape = data_shape
+        self.width = width
+        self.train = train
+        self.seed = seed
+        self._augment = SSDDefaultTrainTransform(data_shape, data_shape, mean=MEAN, std=STD)
+
+    def __len__(self):
+        return len(self.source)
+
+    def __getitem__(self, item):
+        index, epoch = item % len(self.source), item // len(self.source)
+        bad = -1
+        for attempt in range(_ATTEMPTS):
+            position = (index + attempt) % len(self.source)
+            try:
+                raw_image, raw_label = self.source.load(position)
+                break
+            except Exception:  # an unreadable image must not end the epoch: take the next one
+                bad = index if bad < 0 else bad
+        else:
+            raise RuntimeError(f"{_ATTEMPTS} consecutive images from {self.source.name(index)} on "
+                               f"could not be decoded")
+        sample_seed = (self.seed * 1000003 + epoch * 7919 + position) % 2 ** 32
+        np.random.seed(sample_seed)  # GluonCV's transforms draw from both generators
+        random.seed(sample_seed)
+        image, label = self._transform(raw_image, raw_label)
+        meta = np.array([position, raw_image.shape[1], raw_image.shape[0], bad], dtype=np.float32)
+        return image, self._pad(label), meta
+
+    def _transform(self, image, label):
+        """GluonCV transforms work on ``[xmin, ymin, xmax, ymax, class, difficult]`` pixels."""
+        gluon_label = label[:, [1, 2, 3, 4, 0, 5]]
+        if self.train:
+            image, gluon_label = self._augment(image, gluon_label)
+        else:
+            height, width = image.shape[:2]
+            image = preprocess(image, self.data_shape)
+            gluon_label = gluon_label.copy()
+            gluon_label[:, (0, 2)] *= self.data_shape / width
+            gluon_label[:, (1, 3)] *= self.data_shape / height
+        label = np.asarray(gluon_label, dtype=np.float32)[:, [4, 0, 1, 2, 3, 5]]
+        label[:, 1:5] /= self.data_shape
+        return image, label
+
+    def _pad(self, label):
+        label = label[:self.width]
+        padded = -np.ones((self.width, 6), dtype=np.float32)
+        padded[:len(label)] = label
+        return padded
+
+
+class EpochSampler(gluon.data.Sampler):
+    """Indices of one epoch, shuffled (training) or in order, encoded as ``epoch * n + index``.
+
+    The epoch rides along with the index because worker processes keep their own copy of the
+    dataset: this is how ``DetectionDataset`` learns which epoch it is augmenting for.
+    """
+
+    def __init__(self, length, shuffle, seed=0, part=(0, 1)):
+        self.length, self.shuffle, self.seed = length, shuffle, seed
+        self.part_index, self.num_parts = part  # distributed training: worker k reads every num_parts-th image
+        self.epoch = 0
+
+    def __iter__(self):
+        order = np.arange(self.length)
+        if self.shuffle:
+            np.random.RandomState(self.seed + self.epoch).shuffle(order)
+        order = order[self.part_index::self.num_parts]
+        indices = (order + self.epoch * self.length).tolist()
+        self.epoch += 1
+        return iter(indices)
+
+    def __len__(self):
+        return len(range(self.part_index, self.length, self.num_parts))

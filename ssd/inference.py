@@ -1,0 +1,60 @@
+"""Run an inference Symbol (ending in MultiBoxDetection) over batches, on one or several devices.
+
+Used by training-time validation, evaluate.py and demo.py, so all three decode with the same
+NMS settings and the same graph.
+"""
+import mxnet as mx
+__all__ = ['Detector', 'contexts', 'evaluate_loader']
+
+
+def contexts(gpus='', num_cpu_contexts=1):
+    """``--gpus 0,1`` -> GPU contexts; empty -> ``num_cpu_contexts`` CPU contexts."""
+    gpus = [g for g in str(gpus or '').replace(' ', '').split(',') if g]
+    if gpus:
+        if not all(g.isdigit() for g in gpus):
+            raise ValueError(f"--gpus must be a comma list of device numbers, got {gpus!r}")
+        return [mx.gpu(int(g)) for g in gpus]
+    if num_cpu_contexts < 1:
+        raise ValueError(f"--num-cpu-contexts must be at least 1, got {num_cpu_contexts}")
+    return [mx.cpu(i) for i in range(num_cpu_contexts)]
+
+
+class Detector:
+    """An inference Module: ``detect(images)`` -> (B, N, 6) detections as NumPy."""
+
+    def __init__(self, symbol, batch_size, data_shape, ctx, arg_params=None, aux_params=None):
+        self.batch_size = batch_size
+        self.module = mx.mod.Module(symbol, data_names=['data'], label_names=None, context=ctx)
+        self.module.bind(data_shapes=[('data', (batch_size, 3, data_shape, data_shape))], for_training=False)
+        if arg_params is not None:
+            self.set_params(arg_params, aux_params)
+
+    def set_params(self, arg_params, aux_params):
+        # the training graph has extra arguments (e.g. label); keep the ones this graph uses
+        names = set(self.module.symbol.list_arguments())
+        self.module.set_params({k: v for k, v in arg_params.items() if k in names}, aux_params or {},
+                               allow_missing=False, allow_extra=True)
+
+    def detect(self, images):
+        """``images`` (b, 3, S, S) with b <= batch_size; returns (b, N, 6) NumPy detections."""
+        count = images.shape[0]
+        if count < self.batch_size:  # pad the last batch; the padding rows are dropped below
+            filler = mx.nd.zeros((self.batch_size - count,) + images.shape[1:], dtype=images.dtype)
+            images = mx.nd.concat(images, filler, dim=0)
+        self.module.forward(mx.io.DataBatch([images]), is_train=False)
+        return self.module.get_outputs()[0].asnumpy()[:count]
+
+
+def evaluate_loader(detector, loader, evaluator, on_batch=None):
+    """Feed every batch of ``loader`` to ``detector`` and ``evaluator``; returns its summary.
+
+    ``on_batch(detections, labels, meta)`` sees each batch's NumPy arrays (for saving results).
+    """
+    for images, labels, meta in loader:
+        detections = detector.detect(images)
+        labels, meta = labels.asnumpy(), meta.asnumpy()
+        evaluator.update(detections, labels)
+        if on_batch is not None:
+            on_batch(detections, labels, meta)
+    return evaluator.summary()
+

@@ -1,0 +1,214 @@
+"""symbols/: presets, graph structure, Module training on two CPU contexts, the anchor picture.
+
+The native contrib ops appear here only as the oracle of ``test_same_as_native_ops``.
+"""
+import json
+import os
+import subprocess
+import sys
+
+import mxnet as mx
+import numpy as np
+import pytest
+
+import symbols
+from symbols import presets
+from symbols.ssd import inference_graph, layer_anchors, training_graph
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+LIGHT, LIGHT_SHAPE = 'mobilenet0.25', 128  # the light network at a tiny input keeps tests fast
+
+
+def _num_anchors(sym, shape):
+    _, out_shapes, _ = sym.infer_shape(data=(1, 3, shape, shape))
+    return out_shapes[0][1]
+
+
+@pytest.mark.parametrize('shape, expected', [(300, 8732), (512, 24564)])
+def test_vgg16_reduced_published_anchor_counts(shape, expected):
+    assert _num_anchors(symbols.get_symbol('vgg16_reduced', 20, shape), shape) == expected
+    assert presets.get_config('vgg16_reduced', shape).base_shape == shape
+
+
+def test_any_data_shape_anchors_follow_feature_maps():
+    # 320: maps 40, 20, 10, 5, 3, 1 with the 300 layout; steps are automatic off the base shape
+    config = presets.get_config('vgg16_reduced', 320)
+    assert config.prior_steps(320) == (-1.0,) * 6
+    assert _num_anchors(symbols.get_symbol('vgg16_reduced', 20, 320), 320) == \
+        40 * 40 * 4 + 20 * 20 * 6 + 10 * 10 * 6 + 5 * 5 * 6 + 3 * 3 * 4 + 4
+    grids = layer_anchors(presets.get_config(LIGHT, LIGHT_SHAPE), (LIGHT_SHAPE, 96))
+    assert [g.shape[:2] for g in grids] == [(8, 6), (4, 3), (2, 2), (1, 1), (1, 1), (1, 1),
+                                            (1, 1)]
+
+
+def test_steps_used_only_at_the_base_shape():
+    config = presets.get_config('vgg16_reduced', 300)
+    assert config.prior_steps(300) == tuple(s / 300 for s in (8, 16, 32, 64, 100, 300))
+    grid = layer_anchors(config, 300)[4]  # 3x3 map, step 100 px: centres at 50, 150, 250 px
+    np.testing.assert_allclose(grid[:, :, 0, 0::2].mean(-1) * 300, [[50, 150, 250]] * 3,
+                               atol=1e-3)
+
+
+def test_mxnet_ssd_scale_schedule():
+    np.testing.assert_allclose(presets.caffe_sizes(0.2, 0.9, 6),
+                               [(.1, .141), (.2, .272), (.37, .447), (.54, .619), (.71, .790),
+                                (.88, .961)], atol=5e-4)
+    np.testing.assert_allclose(presets.caffe_sizes(0.15, 0.9, 7),
+                               [(.07, .1025), (.15, .212), (.3, .367), (.45, .520), (.6, .671),
+                                (.75, .822), (.9, .972)], atol=5e-4)
+
+
+def test_unknown_network_lists_known_ones():
+    with pytest.raises(ValueError) as error:
+        symbols.get_symbol_train('vgg17', 20, 300)
+    for name in ('mobilenet0.25', 'mobilenet1.0', 'vgg16_reduced'):
+        assert name in str(error.value)
+
+
+def test_inconsistent_preset_names_the_counts():
+    sizes = presets.get_config('vgg16_reduced', 300).sizes[:5]
+    with pytest.raises(ValueError, match=r'from_layers=6.*sizes=5'):
+        symbols.get_symbol('vgg16_reduced', 20, 300, sizes=sizes)
+    with pytest.raises(ValueError, match=r'ratios=6.*steps=4'):
+        presets.get_config('vgg16_reduced', 300, steps=[8, 16, 32, 64])
+    with pytest.raises(ValueError, match='unknown preset setting'):
+        presets.get_config('vgg16_reduced', 300, size=[])
+
+
+def test_every_preset_is_consistent():
+    for network, variants in presets.PRESETS.items():
+        for config in variants:
+            assert len(config.num_anchors) == len(config.from_layers), network
+
+
+@pytest.mark.parametrize('network', symbols.network_names())
+def test_graphs_use_multibox_ops_only(network):
+    for sym in (symbols.get_symbol_train(network, 3, 512), symbols.get_symbol(network, 3, 512)):
+        assert '_contrib_MultiBox' not in sym.tojson()
+
+
+def test_targets_and_monitor_outputs_carry_no_gradient():
+    sym = symbols.get_symbol_train(LIGHT, 3, LIGHT_SHAPE)
+    nodes = json.loads(sym.tojson())['nodes']
+    blocked = {n['name'] for n in nodes if n['op'] == 'BlockGrad'}
+    assert {'multibox_target_loc_blocked', 'multibox_target_mask_blocked',
+            'multibox_target_cls_blocked'} <= blocked
+    grad_scales = {n['name']: n.get('attrs', {}).get('grad_scale') for n in nodes
+                   if n['op'] == 'MakeLoss'}
+    assert grad_scales['cls_label'] == '0' and grad_scales['det_out'] == '0'
+    assert sym.list_outputs() == ['cls_prob_output', 'loc_loss_output', 'cls_label_output',
+                                  'det_out_output']
+
+
+def test_inference_output_shape():
+    sym = symbols.get_symbol('vgg16_reduced', 20, 300)
+    assert sym.infer_shape(data=(2, 3, 300, 300))[1] == [(2, 8732, 6)]
+    sym = symbols.get_symbol(LIGHT, 4, LIGHT_SHAPE, nms_thresh=0.5, nms_topk=50)
+    module = mx.mod.Module(sym, data_names=['data'], label_names=None)
+    module.bind([('data', (2, 3, LIGHT_SHAPE, LIGHT_SHAPE))], for_training=False)
+    module.init_params(mx.init.Xavier())
+    module.forward(mx.io.DataBatch([mx.nd.random.uniform(-100, 100, (2, 3, 128, 128))]),
+                   is_train=False)
+    det = module.get_outputs()[0].asnumpy()
+    assert det.shape == (2, _num_anchors(sym, LIGHT_SHAPE), 6)
+    kept = det[det[:, :, 0] >= 0]
+    assert np.all((kept[:, 0] < 4) & (kept[:, 1] >= 0.01) & (kept[:, 1] <= 1))
+
+
+def _batch(batch_size, shape, seed):
+    rng = np.random.RandomState(seed)
+    data = rng.uniform(-120, 120, (batch_size, 3, shape, shape))
+    label = np.full((batch_size, 3, 5), -1.0)
+    for i in range(batch_size):
+        for j in range(1 + i % 3):
+            xy = rng.uniform(0, 0.6, 2)
+            wh = rng.uniform(0.15, 0.4, 2)
+            label[i, j] = [rng.randint(3), xy[0], xy[1], xy[0] + wh[0], xy[1] + wh[1]]
+    return mx.io.DataBatch([mx.nd.array(data)], [mx.nd.array(label)])
+
+
+def _train_module(sym, contexts, batch_size, shape):
+    module = mx.mod.Module(sym, data_names=['data'], label_names=['label'], context=contexts)
+    module.bind([('data', (batch_size, 3, shape, shape))], [('label', (batch_size, 3, 5))])
+    mx.random.seed(7)
+    module.init_params(mx.init.Xavier(rnd_type='gaussian', factor_type='out', magnitude=2))
+    module.init_optimizer(optimizer='sgd', optimizer_params={
+        'learning_rate': 0.01, 'momentum': 0.9, 'wd': 5e-4, 'rescale_grad': 1 / len(contexts)})
+    return module
+
+
+def test_module_trains_on_two_cpu_contexts():
+    sym = symbols.get_symbol_train(LIGHT, 3, LIGHT_SHAPE)
+    module = _train_module(sym, [mx.cpu(0), mx.cpu(1)], 4, LIGHT_SHAPE)
+    before = module.get_params()[0]['relu22_cls_pred_conv_weight'].asnumpy()
+    for step in range(2):
+        module.forward_backward(_batch(4, LIGHT_SHAPE, step))
+        module.update()
+    cls_prob, loc_loss, cls_label, det = module.get_outputs()
+    num_anchors = _num_anchors(symbols.get_symbol(LIGHT, 3, LIGHT_SHAPE), LIGHT_SHAPE)
+    assert cls_prob.shape == (4, 4, num_anchors) and det.shape == (4, num_anchors, 6)
+    assert loc_loss.shape == (4, 4 * num_anchors) and cls_label.shape == (4, num_anchors)
+    assert np.isfinite(loc_loss.asnumpy()).all() and (cls_label.asnumpy() > 0).any()
+    after = module.get_params()[0]['relu22_cls_pred_conv_weight'].asnumpy()
+    assert np.isfinite(after).all() and not np.allclose(before, after)
+
+
+def test_same_as_native_ops():
+    """The graph built on multibox equals the same graph built on the contrib ops: all four
+    outputs of a training forward bit for bit, and the parameter gradients."""
+    config = presets.get_config(LIGHT, LIGHT_SHAPE)
+    batch = _batch(2, LIGHT_SHAPE, 3)
+    shapes = {'data': batch.data[0].shape, 'label': batch.label[0].shape}
+    values, results = None, []
+    for kwargs in ({}, {'ops': mx.sym.contrib}):
+        executor = training_graph(config, 3, LIGHT_SHAPE, **kwargs).simple_bind(mx.cpu(), **shapes)
+        if values is None:
+            mx.random.seed(11)
+            values = {n: mx.nd.random.normal(0, 0.1, a.shape) for n, a in executor.arg_dict.items()}
+            values.update(data=batch.data[0], label=batch.label[0])
+        for name, array in executor.arg_dict.items():
+            array[:] = values[name]
+        for name, array in executor.aux_dict.items():
+            array[:] = 1 if name.endswith('_var') else 0
+        outputs = [o.asnumpy() for o in executor.forward(is_train=True)]
+        executor.backward()
+        grads = {n: g.asnumpy() for n, g in executor.grad_dict.items() if n not in shapes}
+        results.append((outputs, grads))
+    (ours, our_grads), (native, native_grads) = results
+    for name, a, b in zip(('cls_prob', 'loc_loss', 'cls_label', 'det'), ours, native):
+        np.testing.assert_array_equal(a, b, err_msg=name)
+    assert (native[2] > 0).any()  # some anchors matched, so the losses have gradients
+    for name, native_grad in native_grads.items():  # float32 sums in another order
+        scale = max(1e-3, float(np.abs(native_grad).max()))
+        assert np.abs(our_grads[name] - native_grad).max() <= 1e-5 * scale, name
+
+
+def test_inference_same_as_native_ops():
+    """The inference graph on multibox gives the native graph's detections bit for bit."""
+    config = presets.get_config(LIGHT, LIGHT_SHAPE)
+    data = _batch(2, LIGHT_SHAPE, 4).data[0]
+    values, outputs = None, []
+    for kwargs in ({}, {'ops': mx.sym.contrib}):
+        sym = inference_graph(config, 3, LIGHT_SHAPE, **kwargs)
+        executor = sym.simple_bind(mx.cpu(), data=data.shape, grad_req='null')
+        if values is None:
+            mx.random.seed(12)
+            values = {n: mx.nd.random.normal(0, 0.1, a.shape) for n, a in executor.arg_dict.items()}
+            values['data'] = data
+        for name, array in executor.arg_dict.items():
+            array[:] = values[name]
+        for name, array in executor.aux_dict.items():
+            array[:] = 1 if name.endswith('_var') else 0
+        outputs.append(executor.forward()[0].asnumpy())
+    assert (outputs[1][:, :, 0] >= 0).sum() > 10  # enough kept detections to compare
+    np.testing.assert_array_equal(outputs[0], outputs[1])
+
+
+def test_visualize_anchors_writes_png(tmp_path):
+    output = tmp_path / 'anchors.png'
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get('PYTHONPATH', ''))
+    subprocess.run([sys.executable, os.path.join(ROOT, 'tools', 'visualize_anchors.py'),
+                    '--network', 'vgg16_reduced', '--data-shape', '300', '--layer', '3',
+                    '--locations', '2,2;0,4', '--output', str(output)],
+                   check=True, env=env, cwd=str(tmp_path), capture_output=True)
+    assert output.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'

@@ -1,0 +1,169 @@
+"""train.py and evaluate.py end to end on a tiny synthetic set (mobilenet0.25, small inputs)."""
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import mxnet as mx
+import numpy as np
+import pytest
+
+import evaluate
+import train
+from ssd import synthetic
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = ['--network', 'mobilenet0.25', '--data-shape', '128', '--batch-size', '4', '--num-workers', '0',
+        '--frequent', '0', '--lr', '0.005']
+
+
+@pytest.fixture(scope='module')
+def data_root(tmp_path_factory):
+    root = str(tmp_path_factory.mktemp('data') / 'synthetic')
+    synthetic.ensure_dataset(root, num_train=12, num_test=4, seed=5)
+    return root
+
+
+def run_train(data_root, prefix, *extra):
+    return train.main(['--data-root', data_root, '--prefix', str(prefix)] + TINY + list(extra))
+
+
+def log_text(prefix):
+    with open(f'{prefix}-train.log') as f:
+        return f.read()
+
+
+def test_train_writes_checkpoints_metrics_and_resumes(data_root, tmp_path):
+    prefix = tmp_path / 'run' / 'ssd'
+    assert run_train(data_root, prefix, '--end-epoch', '1') == 0
+    for suffix in ('-symbol.json', '-0001.params', '-0001.states', '-0001.json', '-best.params',
+                   '-metrics.csv', '-metrics.png'):
+        assert os.path.isfile(f'{prefix}{suffix}'), suffix
+    symbol = mx.sym.load(f'{prefix}-symbol.json')
+    assert '_contrib_MultiBox' not in symbol.tojson()
+    assert run_train(data_root, prefix, '--resume', '1', '--end-epoch', '2') == 0
+    assert 'optimizer state restored' in log_text(prefix)
+    with open(f'{prefix}-metrics.csv') as f:
+        rows = f.read().strip().splitlines()
+    assert rows[0].startswith('epoch,CrossEntropy,SmoothL1,lr,val_mAP') and len(rows) == 3
+    info = json.load(open(f'{prefix}-0002.json'))
+    assert info['epoch'] == 2 and info['class_names'] == list(synthetic.CLASSES)
+    assert 0 <= info['val_mAP'] <= 1 and np.isfinite(info['CrossEntropy'])
+
+
+def test_two_cpu_contexts_train_data_parallel(data_root, tmp_path):
+    prefix = tmp_path / 'ssd'
+    assert run_train(data_root, prefix, '--end-epoch', '1', '--num-cpu-contexts', '2', '--val-interval', '0') == 0
+    assert '[cpu(0), cpu(1)]' in log_text(prefix)
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(data_root, tmp_path):
+    prefix = tmp_path / 'ssd'
+    assert run_train(data_root, prefix, '--end-epoch', '1', '--val-interval', '0') == 0
+    assert run_train(data_root, prefix, '--resume', '1', '--end-epoch', '3', '--lr', '1e30') == 1
+    text = log_text(prefix)
+    assert 'non-finite loss at epoch 2, batch' in text and 'last good checkpoint is epoch 1' in text
+    assert not os.path.exists(f'{prefix}-0002.params')
+
+
+def test_ctrl_c_saves_before_exiting(data_root, tmp_path, monkeypatch):
+    calls = []
+    real = train.batch_losses
+
+    def interrupted(outputs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(outputs)
+
+    monkeypatch.setattr(train, 'batch_losses', interrupted)
+    prefix = tmp_path / 'ssd'
+    assert run_train(data_root, prefix, '--end-epoch', '2') == 130
+    assert json.load(open(f'{prefix}-0001.json'))['interrupted'] is True
+    assert os.path.isfile(f'{prefix}-0001.params') and os.path.isfile(f'{prefix}-0001.states')
+
+
+def test_unreadable_image_is_skipped_and_counted(data_root, tmp_path):
+    import shutil
+    root = str(tmp_path / 'copy')
+    shutil.copytree(data_root, root)
+    bad = os.path.join(root, 'VOC2007', 'JPEGImages', '000002.jpg')
+    with open(bad, 'wb') as f:
+        f.write(b'\xff\xd8 truncated')
+    prefix = tmp_path / 'ssd'
+    assert run_train(root, prefix, '--end-epoch', '1', '--val-interval', '0') == 0
+    text = log_text(prefix)
+    assert f'skipped unreadable image {bad}' in text and '1 unreadable images skipped' in text
+
+
+def test_finetune_to_fewer_classes_reinitialises_only_the_class_predictors(data_root, tmp_path):
+    prefix = tmp_path / 'ssd'
+    assert run_train(data_root, prefix, '--end-epoch', '1', '--val-interval', '0') == 0
+    before = mx.nd.load(f'{prefix}-0001.params')
+    assert run_train(data_root, prefix, '--finetune', '1', '--end-epoch', '2', '--class-names', 'circle,cross',
+                     '--lr', '0', '--val-interval', '0', '--wd', '0') == 0
+    after = mx.nd.load(f'{prefix}-0002.params')
+    changed = sorted(k for k in before if before[k].shape != after[k].shape)
+    assert changed and all('_cls_pred_conv' in k for k in changed)
+    same = [k for k in before if before[k].shape == after[k].shape and k.startswith('arg:')]
+    assert all(np.array_equal(before[k].asnumpy(), after[k].asnumpy()) for k in same)  # lr 0: untouched
+    assert 're-initialised: ' in log_text(prefix)
+
+
+def test_bad_arguments_exit_non_zero(data_root, tmp_path):
+    with pytest.raises(SystemExit) as error:
+        train.parse_args(['--batch-size', '0'])
+    assert error.value.code == 2
+    assert run_train(data_root, tmp_path / 'x', '--num-class', '7', '--end-epoch', '1') == 2
+    assert 'does not match the 4 class names' in log_text(tmp_path / 'x')
+
+
+def test_evaluate_prints_ap_table_and_saves_pixel_detections(data_root, tmp_path, capsys):
+    prefix = tmp_path / 'ssd'
+    assert run_train(data_root, prefix, '--end-epoch', '1', '--val-interval', '0') == 0
+    out_file = tmp_path / 'detections.json'
+    assert evaluate.main(['--data-root', data_root, '--prefix', str(prefix), '--epoch', '1', '--batch-size', '3',
+                          '--num-workers', '0', '--save-detections', str(out_file), '--no-voc07']) == 0
+    printed = capsys.readouterr().out
+    assert 'area-based AP at IoU 0.5, 4 images' in printed and 'mAP' in printed
+    for name in synthetic.CLASSES:
+        assert name in printed
+    detections = json.load(open(out_file))
+    assert detections and set(detections[0]) == {'image', 'class', 'score', 'box'}
+    assert max(max(d['box']) for d in detections) > 1.5  # pixels, not normalized coordinates
+    assert evaluate.main(['--data-root', data_root, '--prefix', str(tmp_path / 'none')]) == 2
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+def test_dist_sync_on_loopback(data_root, tmp_path):
+    """MXNet's parameter server: a scheduler, one server and two workers on 127.0.0.1."""
+    env = dict(os.environ, DMLC_PS_ROOT_URI='127.0.0.1', DMLC_PS_ROOT_PORT=str(free_port()),
+               DMLC_NUM_SERVER='1', DMLC_NUM_WORKER='2', PS_VERBOSE='0', OMP_NUM_THREADS='1')
+    command = [sys.executable, os.path.join(ROOT, 'train.py'), '--data-root', data_root, '--kv-store',
+               'dist_sync', '--end-epoch', '1', '--val-interval', '0'] + TINY
+    roles = [('scheduler', None), ('server', None), ('worker', 0), ('worker', 1)]
+    processes = []
+    for role, rank in roles:
+        role_env = dict(env, DMLC_ROLE=role)
+        prefix = ['--prefix', str(tmp_path / f'worker{rank}' / 'ssd')] if role == 'worker' else []
+        processes.append(subprocess.Popen(command + prefix, env=role_env, cwd=ROOT, stdout=subprocess.PIPE,
+                                          stderr=subprocess.STDOUT))
+    try:
+        outputs = [p.communicate(timeout=240)[0].decode(errors='replace') for p in processes]
+    finally:
+        for p in processes:
+            p.kill()
+    for (role, _), p, out in zip(roles, processes, outputs):
+        assert p.returncode == 0, f'{role} failed:\n{out[-3000:]}'
+    for rank in (0, 1):
+        assert os.path.isfile(tmp_path / f'worker{rank}' / 'ssd-0001.params')
+        assert f'worker {rank} of 2: 1 batches per epoch' in log_text(tmp_path / f'worker{rank}' / 'ssd')
+    first = mx.nd.load(str(tmp_path / 'worker0' / 'ssd-0001.params'))
+    second = mx.nd.load(str(tmp_path / 'worker1' / 'ssd-0001.params'))
+    assert all(np.allclose(first[k].asnumpy(), second[k].asnumpy(), atol=1e-5) for k in first)  # synchronised

@@ -330,8 +330,10 @@ def batch_losses(outputs):
 
 def save(module, prefix, epoch, extra):
     arg_params, aux_params = module.get_params()
+    # with a parameter server the optimizer state lives on the servers: nothing to save here
+    distributed = 'dist' in module._kvstore.type if module._kvstore is not None else False
     checkpoint.save(prefix, epoch, module.symbol, arg_params, aux_params,
-                    save_states=module.save_optimizer_states, extra=extra)
+                    save_states=None if distributed else module.save_optimizer_states, extra=extra)
     log.info('saved %s', checkpoint.params_path(prefix, epoch))
 
 

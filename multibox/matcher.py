@@ -29,23 +29,22 @@ invalid gts never win a comparison against a valid one.
 Bipartite stage
 ---------------
 Native: repeatedly take the globally largest IoU ``> 1e-6`` among free pairs (ties: lowest anchor,
-then lowest gt). Here each image keeps a pool of candidate pairs with float64 priorities that
-encode that order (:func:`_priority`); one ``foreach`` step per label row takes the best live
-pair of every image and kills the other pairs of its gt and of its anchor. An image has at most
-``M`` gts, so ``M`` steps always suffice; later steps find nothing and change nothing.
+then lowest gt). MXNet's standard ``bipartite_matching`` operator is exactly that greedy loop
+(stable sort of the scores, ties in row-major order, strict ``> threshold``) but sorting all
+``N x M`` pairs of an image is slow, so it runs on a candidate submatrix: the union of every
+gt's ``LIST_SIZE`` best anchors (``topk`` over distinct float64 priorities, see
+:func:`_priority`), sorted by anchor index so that row-major order is the native tie order,
+against all gts, with the true IoUs.
 
-The pool holds each gt's ``LIST_SIZE`` best anchors (``topk`` over the IoU row). A gt whose
-list might miss anchors that can still match (its last entry has IoU > 1e-6) also gets a
-*sentinel* ranked just below its last trusted entry: once every pair above the sentinel is
-gone, the order among the remaining pairs is unknown, so reaching a live sentinel stops the
-image (all later steps are no-ops for it). Every pair taken before that is a pair of the native
-matching. A sentinel is reached only if all of the gt's list was taken by other gts first: that
-needs at least ``LIST_SIZE`` other valid gts in the image, all better matches for the gt's best
-anchors. Otherwise -- in particular whenever an image has at most ``LIST_SIZE`` valid gts --
-the bipartite stage equals the native one bit for bit. When it stops, the image keeps the pairs
-found so far (never a wrong pair; the remaining gts get no bipartite anchor) and :func:`match`
-flags it (``inexact``). ``topk`` is not stable, so it runs on the float64 priorities, which
-are distinct within a row.
+The submatrix gives the native matching whenever each gt ends up matched to one of its own
+``LIST_SIZE`` best anchors, or unmatched while its list's last IoU is ``<= 1e-6``: every pair
+outside the lists then ranks below a pair the greedy loop took first. That always holds when an
+image has at most ``LIST_SIZE`` valid gts (a gt can only lose its list's anchors to other gts).
+Otherwise the image's matching may differ and :func:`match` flags it (``inexact``).
+
+(A ``foreach`` over the label rows did the same greedy loop, but inside a large graph bound by
+``Module`` MXNet 1.9.1's threaded engine let it read stale inputs from the previous batch; this
+version has no control-flow operator.)
 
 Threshold stage
 ---------------
@@ -140,57 +139,42 @@ def _lists(F, iou, valid):
     keys, anchors = F.topk(_priority(F, iou, positions), axis=2, k=LIST_SIZE,
                            ret_typ='both')  # (M, B, K)
     keys, anchors = (F.transpose(x, axes=(1, 0, 2)) for x in (keys, anchors))
+    anchors = F.cast(anchors, dtype='float32')  # exact below 2**24
     usable = F.broadcast_mul(keys > MIN_IOU, F.cast(F.expand_dims(valid, 2), dtype='float64'))
     keys = F.where(usable, keys, F.ones_like(keys) * -np.inf)
     return keys, anchors, F.slice_axis(keys, axis=2, begin=-1, end=None)
 
 
-def _candidates(F, iou, valid):
-    """Candidate pairs per image, flattened gt-major, then one sentinel per gt.
+def _bipartite(F, iou, valid):
+    """Greedy matching on the candidate submatrix: per gt ``(key, anchor)`` ``(B, M)`` and ``exact``.
 
-    Returns ``(keys, gts, anchors)``, each ``(B, P)`` with ``P = M * K + M``: priority
-    (float64, ``-inf`` for pairs that can never match), gt and anchor (float32; -1 for
-    sentinels). Sentinels come after all pairs, so pairs of other gts with an equal key (same
-    anchor and IoU) go first, as they should.
+    ``key`` is the matched pair's priority (``-inf`` if unmatched), ``anchor`` its anchor
+    (-1 if unmatched), ``exact`` 1 where the submatrix provably gives the native answer.
     """
-    keys, anchors, sentinel = _lists(F, iou, valid)  # (B, M, K), (B, M, 1)
-    gts = F.broadcast_like(F.reshape(F.contrib.arange_like(valid, axis=1), (1, -1, 1)), anchors)
-    first = F.slice_axis(gts, axis=2, begin=0, end=1)  # (B, M, 1) gt index
-    return (F.concat(F.reshape(keys, (0, -1)), F.reshape(sentinel, (0, -1)), dim=1),
-            F.concat(F.reshape(gts, (0, -1)), F.reshape(first, (0, -1)), dim=1),
-            F.concat(F.reshape(anchors, (0, -1)), F.reshape(first * 0 - 1, (0, -1)), dim=1))
-
-
-def _greedy_step(F, keys, gts, anchors, never):
-    """Take each image's best live pair; kill the pairs of its gt and of its anchor.
-
-    ``keys (B, P)`` live priorities (``-inf`` = dead); ``gts/anchors (B, P)``; ``never`` an
-    all ``-inf`` array like ``keys``. Equal keys: ``argmax`` takes the first, the lowest gt (the
-    layout is gt-major). Reaching a sentinel (anchor -1) stops the image: beyond that gt's list
-    the order is unknown. Returns ``(keys, key, gt, anchor)``, the last three ``(B, 1)``; the
-    step matched a pair iff ``key > -inf`` and ``anchor >= 0``.
-    """
-    best = F.argmax(keys, axis=1, keepdims=True)
-    key = F.pick(keys, best, axis=1, keepdims=True)
-    gt = F.pick(gts, best, axis=1, keepdims=True)
-    anchor = F.pick(anchors, best, axis=1, keepdims=True)
-    dead = F.broadcast_add(F.broadcast_equal(gts, gt) + F.broadcast_equal(anchors, anchor),
-                           anchor < 0)  # a sentinel kills the whole image
-    return F.where(dead, never, keys), key, gt, anchor
-
-
-def _greedy_loop(F, iou, valid):
-    """``foreach`` over the gts, one greedy step each: ``(key, gt, anchor)`` ``(M, B, 1)``."""
-    keys, gts, anchors = _candidates(F, iou, valid)
-    never = F.ones_like(keys) * -np.inf
-
-    def step(gt_id, states):
-        live_keys, key, gt, anchor = _greedy_step(F, states[0], gts, anchors, never)
-        return [key, gt, anchor, gt_id], [live_keys]  # foreach insists on using its data
-
-    steps, _ = F.contrib.foreach(step, F.reshape(F.contrib.arange_like(iou, axis=0), (-1, 1)),
-                                 [keys])
-    return steps[:3]
+    keys, lists, floor = _lists(F, iou, valid)  # (B, M, K) priorities, anchors; (B, M, 1)
+    rows = F.sort(F.reshape(lists, (0, -1)), axis=1)  # (B, R) candidate anchors, ascending
+    repeated = rows == F.concat(F.slice_axis(rows, axis=1, begin=0, end=1) * 0 - 1,
+                                F.slice_axis(rows, axis=1, begin=0, end=-1), dim=1)
+    width = F.cast(F.slice_axis(F.shape_array(iou), axis=0, begin=2, end=3), dtype='float64')
+    batch = F.reshape(F.cast(F.contrib.arange_like(rows, axis=0), dtype='float64'), (-1, 1))
+    columns = F.broadcast_add(F.cast(rows, dtype='float64'), F.broadcast_mul(batch, width))
+    scores = F.take(F.reshape(iou, (0, -1)), columns, axis=1)  # (M, B, R)
+    usable = F.broadcast_mul(F.expand_dims(1 - repeated, 2), F.expand_dims(valid, 1))
+    scores = F.transpose(scores, axes=(1, 2, 0)) * usable  # (B, R, M); a repeated anchor never matches
+    _, row_of_gt = F.contrib.bipartite_matching(scores, threshold=MIN_IOU, is_ascend=False)  # (B, M)
+    matched = row_of_gt >= 0
+    flat_row = F.broadcast_add(F.maximum(row_of_gt, 0), F.broadcast_mul(
+        F.reshape(F.contrib.arange_like(rows, axis=0), (-1, 1)),
+        F.cast(F.slice_axis(F.shape_array(rows), axis=0, begin=1, end=2), dtype='float32')))
+    anchor = F.take(F.reshape(rows, (-1,)), flat_row)  # (B, M)
+    gt_index = F.broadcast_like(F.reshape(F.contrib.arange_like(flat_row, axis=1), (1, -1)), flat_row)
+    value = F.pick(F.take(F.reshape(scores, (-3, 0)), flat_row), gt_index, axis=2)  # (B, M) IoU
+    priority = _priority(F, value, anchor)
+    matched64 = F.cast(matched, dtype='float64')
+    key = F.where(matched64, priority, F.ones_like(priority) * -np.inf)
+    floor = F.reshape(floor, (0, -1))
+    exact = F.where(matched64, key >= floor, floor <= MIN_IOU)
+    return key, F.where(matched, anchor, anchor * 0 - 1), exact
 
 
 def threshold_match(F, iou):
@@ -208,14 +192,15 @@ def match(F, iou, valid):
 
     Returns ``(bipartite_gt, best_gt, best_iou, inexact)``: per anchor ``(B, N')`` the gt it
     is bipartite-matched to or -1, its first gt of largest IoU and that IoU; per image ``(B,)``
-    1 where the bipartite stage stopped early (see the module docstring).
+    1 where the bipartite stage may differ from the native one (see the module docstring).
     """
-    key, gt, anchor = _greedy_loop(F, iou, valid)
-    live = F.cast(key > -np.inf, dtype='float32')  # (M, B, 1)
+    key, anchor, exact = _bipartite(F, iou, valid)  # (B, M) each
     best_gt, best_iou = threshold_match(F, iou)
-    bipartite_gt = _scatter_matches(F, gt, anchor, live * (anchor >= 0), best_iou)
-    stopped = F.max(live * (anchor < 0), axis=0)
-    return bipartite_gt, best_gt, best_iou, F.reshape(stopped, (-1,))
+    by_gt = [F.expand_dims(F.transpose(x), 2) for x in (anchor, key > -np.inf)]  # (M, B, 1)
+    gt = F.broadcast_like(F.reshape(F.contrib.arange_like(anchor, axis=1), (-1, 1, 1)), by_gt[0])
+    bipartite_gt = _scatter_matches(F, gt, by_gt[0], F.cast(by_gt[1], dtype='float32'), best_iou)
+    inexact = F.max(1 - F.cast(exact, dtype='float32'), axis=1)
+    return bipartite_gt, best_gt, best_iou, inexact
 
 
 def _scatter_matches(F, gt, anchor, matched, like_anchor_row):

@@ -159,15 +159,16 @@ def gather_columns(F, data, index):
     Returns
     -------
     (B, C, K).
+
+    One ``take`` from the flattened data (``gather_nd`` is several times slower); the flat
+    indices ``(b * C + c) * N + index`` are float64, exact for any size.
     """
-    last = F.sum(F.ones_like(F.slice(data, begin=(0, 0, None), end=(1, 1, None)))) - 1
-    local = F.broadcast_minimum(index, F.reshape(last, (1, 1)))
-    channel = F.reshape(F.contrib.arange_like(data, axis=1), (1, -1, 1))
-    zeros = F.broadcast_add(F.expand_dims(local, axis=1) * 0, channel * 0)  # (B, C, K)
-    batch = F.reshape(F.contrib.arange_like(data, axis=0), (-1, 1, 1))
-    coordinates = F.stack(F.broadcast_add(zeros, batch), F.broadcast_add(zeros, channel),
-                          F.broadcast_add(zeros, F.expand_dims(local, axis=1)), axis=0)
-    return F.gather_nd(data, coordinates)
+    length = F.sum(F.ones_like(F.slice(data, begin=(0, 0, None), end=(1, 1, None))))  # N, (1,)
+    local = F.broadcast_minimum(index, F.reshape(length - 1, (1, 1)))
+    row = F.cast(F.contrib.arange_like(F.slice_axis(data, axis=2, begin=0, end=1)), 'float64')
+    start = F.broadcast_mul(row, F.reshape(F.cast(length, 'float64'), (1, 1, 1)))  # (B, C, 1)
+    flat = F.broadcast_add(start, F.expand_dims(F.cast(local, 'float64'), axis=1))
+    return F.take(F.reshape(data, (-1,)), flat)
 
 
 def pad_rows(F, rows, like, value):

@@ -424,3 +424,26 @@ def test_only_float32_like_native(position, dtype):
     arrays[position] = arrays[position].astype(dtype)
     with pytest.raises(TypeError, match=name):
         MultiBoxDetection()(*arrays)
+
+
+def test_symbol_api_infers_shape_and_binds_in_module():
+    import multibox.symbol
+    shapes = dict(det_cls_prob=(2, 4, 30), det_loc_pred=(2, 120), det_anchor=(1, 30, 4))
+    out = multibox.symbol.MultiBoxDetection(nms_threshold=0.45, nms_topk=20, name='det')
+    _, out_shapes, _ = out.infer_shape(**shapes)
+    assert out_shapes == [(2, 30, 6)]
+    # The anchors are a fixed parameter of the module (its shape declared on the variable,
+    # as MultiBoxPrior's output would be known), the other inputs are data.
+    out = multibox.symbol.MultiBoxDetection(
+        mx.sym.var('det_cls_prob'), mx.sym.var('det_loc_pred'),
+        mx.sym.var('det_anchor', shape=shapes['det_anchor']), nms_threshold=0.45, nms_topk=20,
+        name='det')
+    data_names = ['det_cls_prob', 'det_loc_pred']
+    module = mx.mod.Module(out, data_names=data_names, label_names=None)
+    module.bind(data_shapes=[(n, shapes[n]) for n in data_names], for_training=False)
+    rng = np.random.RandomState(13)
+    cls_prob, loc, anchors = random_case(rng, 2, 4, 30)
+    module.init_params(arg_params={'det_anchor': mx.nd.array(anchors)}, allow_missing=False)
+    module.forward(mx.io.DataBatch([mx.nd.array(cls_prob), mx.nd.array(loc)]), is_train=False)
+    assert_same(native(cls_prob, loc, anchors, nms_threshold=0.45, nms_topk=20),
+                module.get_outputs()[0].asnumpy())

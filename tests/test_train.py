@@ -161,9 +161,11 @@ def test_dist_sync_on_loopback(data_root, tmp_path):
             p.kill()
     for (role, _), p, out in zip(roles, processes, outputs):
         assert p.returncode == 0, f'{role} failed:\n{out[-3000:]}'
-    for rank in (0, 1):
+    logs = ''.join(log_text(tmp_path / f'worker{k}' / 'ssd') for k in (0, 1))
+    for rank in (0, 1):  # the scheduler assigns the ranks; each worker reads half of the 12 images
         assert os.path.isfile(tmp_path / f'worker{rank}' / 'ssd-0001.params')
-        assert f'worker {rank} of 2: 1 batches per epoch' in log_text(tmp_path / f'worker{rank}' / 'ssd')
+        assert f'worker {rank} of 2: 1 batches per epoch' in logs
     first = mx.nd.load(str(tmp_path / 'worker0' / 'ssd-0001.params'))
     second = mx.nd.load(str(tmp_path / 'worker1' / 'ssd-0001.params'))
-    assert all(np.allclose(first[k].asnumpy(), second[k].asnumpy(), atol=1e-5) for k in first)  # synchronised
+    weights = [k for k in first if k.startswith('arg:')]  # BatchNorm statistics stay per worker
+    assert weights and all(np.allclose(first[k].asnumpy(), second[k].asnumpy(), atol=1e-5) for k in weights)

@@ -64,11 +64,11 @@ def parse_args(argv=None):
     opt.add_argument('--lr', type=float, default=0.01)
     opt.add_argument('--momentum', type=float, default=0.9)
     opt.add_argument('--wd', type=float, default=5e-4)
-    opt.add_argument('--lr-steps', default='', help='comma list of epochs where lr is multiplied by --lr-factor')
+    opt.add_argument('--lr-steps', default='14,18', help='comma list of epochs where lr is multiplied by --lr-factor')
     opt.add_argument('--lr-factor', type=float, default=0.1)
-    opt.add_argument('--warmup-epochs', type=float, default=0.0)
+    opt.add_argument('--warmup-epochs', type=float, default=1.0)
     opt.add_argument('--begin-epoch', type=int, default=0)
-    opt.add_argument('--end-epoch', type=int, default=12)
+    opt.add_argument('--end-epoch', type=int, default=20)
     opt.add_argument('--seed', type=int, default=233)
     opt.add_argument('--min-neg-samples', type=int, default=0,
                      help="MultiBoxTarget's minimum_negative_samples (ignored by the CPU semantics it reproduces)")
@@ -140,9 +140,8 @@ def train(args):
                  args.batches_per_epoch)
 
     module = build_module(args, len(class_names), width, ctx, kv, begin_epoch)
-    detector = Detector(symbols.get_symbol(args.network, len(class_names), args.data_shape, nms_thresh=args.nms,
-                                           force_suppress=args.force_nms, nms_topk=args.nms_topk),
-                        args.batch_size, args.data_shape, ctx)
+    inference = symbols.get_symbol(args.network, len(class_names), args.data_shape, nms_thresh=args.nms,
+                                   force_suppress=args.force_nms, nms_topk=args.nms_topk)
     history = MetricsLog(args.prefix, begin_epoch)
     best = history.best_map()
     for epoch in range(begin_epoch, args.end_epoch):
@@ -154,7 +153,10 @@ def train(args):
                         epoch + 1, checkpoint.params_path(args.prefix, epoch + 1), epoch + 1)
             return 130
         if args.val_interval and ((epoch + 1) % args.val_interval == 0 or epoch + 1 == args.end_epoch):
-            detector.set_params(*module.get_params())
+            # A fresh inference Module every time: MXNet 1.9.1's oneDNN (MKLDNN) backend keeps the
+            # reordered convolution weights of a bound inference executor, so set_params on a
+            # reused one would validate stale weights.
+            detector = Detector(inference, args.batch_size, args.data_shape, ctx, *module.get_params())
             summary = evaluate_loader(detector, val_loader, VOCEvaluator(class_names, args.voc07, args.overlap))
             log.info('epoch %d validation (%s AP, IoU %.2f):\n%s', epoch + 1, 'VOC07 11-point' if args.voc07
                      else 'area', args.overlap, format_ap_table(summary))

@@ -1,21 +1,20 @@
 """Anchor <-> ground-truth matching of MultiBoxTarget: bipartite stage, then threshold stage.
 
 Reproduces the native CPU op (SPEC-ops.md section 3.4 steps 1-3) with standard MXNet operators
-and one ``F.contrib.foreach`` (no ``while_loop``/``cond``: MXNet infers shapes through
-``foreach`` only, and legacy ``Symbol.bind``/``Module`` need them). Works for ``F = mx.nd`` and
-``F = mx.sym``; no shape is read.
+and no control flow (MXNet infers no shapes through ``while_loop``/``cond``, which legacy
+``Symbol.bind``/``Module`` need). Works for ``F = mx.nd`` and ``F = mx.sym``; no shape is read.
 
 Shapes and formats
 ------------------
 * anchors ``(1, N, 4)`` and label boxes ``(B, M, 4)``: corner ``[xmin, ymin, xmax, ymax]``,
   normalized like each other (not checked).
 * label classes ``(B, M)``: ``-1`` marks padding; the first ``-1`` row ends an image's gts.
-* IoU matrix ``(M, B, N')``, gt-major so that ``foreach`` walks the gts: ``N' = N + NUM_PAD``;
+* IoU matrix ``(M, B, N')``, gt-major: ``N' = N + NUM_PAD``;
   the matcher appends ``NUM_PAD`` point anchors ``[0, 0, 0, 0]`` (IoU 0 with everything) so that
   ``topk`` over anchors always has enough elements.
 * anchor and gt indices are float32 (exact below 2**24); scatter indices are int64.
-* candidate pairs ``(B, P)``, ``P = M * LIST_SIZE + M``: per gt its list, then one sentinel
-  per gt; priorities float64, ``-inf`` for dead pairs.
+* candidate submatrix ``(B, R, M)``, ``R = M * LIST_SIZE`` rows: the anchors of every gt's list,
+  ascending (repeats zeroed), against all gts; priorities float64, ``-inf`` for unusable pairs.
 
 Why the IoU matrix never holds NaN
 ----------------------------------
@@ -49,8 +48,7 @@ version has no control-flow operator.)
 Threshold stage
 ---------------
 Per anchor the first gt of largest IoU: ``argmax`` over the leading (gt) axis, which returns the
-first maximum. (A running maximum inside the ``foreach`` costs about as much, single-threaded,
-and adds ~80 small operators to the loop.)
+first maximum.
 
 Limits: fewer than 2**23 anchors (float32 indices, float64 priorities).
 """
@@ -121,19 +119,19 @@ def _priority(F, values, anchors):
     about 16 float64 ulps, so rounding keeps them distinct and ordered; the whole tie-break
     (< ``iou * 2**-25`` for anchors < 2**23) stays below half the gap to the next float32 IoU,
     so a key exceeds ``MIN_IOU`` iff its IoU does. Pairs of two gts with one anchor and one
-    IoU get equal keys (the lower gt wins: see :func:`_greedy_step`).
+    IoU get equal keys (``bipartite_matching`` then takes the lower gt, row-major order).
     """
     factor = 1 - F.cast(anchors, dtype='float64') * _TIE_SCALE
     return F.broadcast_mul(F.cast(values, dtype='float64'), factor)
 
 
 def _lists(F, iou, valid):
-    """Per gt its ``LIST_SIZE`` best anchors in exact priority order, and its sentinel key.
+    """Per gt its ``LIST_SIZE`` best anchors in exact priority order, and its last (floor) key.
 
     ``topk`` is not stable, so it runs on the distinct float64 priorities, not on the IoUs.
     Returns ``keys (B, M, K)`` float64 (``-inf`` for pairs that cannot match), ``anchors
-    (B, M, K)`` and ``sentinel (B, M, 1)``: the last key if that pair could match (pairs
-    beyond the list rank below it and might match too), else ``-inf``.
+    (B, M, K)`` and ``floor (B, M, 1)``: the last key (``-inf`` if that pair cannot match);
+    every anchor outside the list ranks below it.
     """
     positions = F.reshape(F.contrib.arange_like(iou, axis=2), (1, 1, -1))
     keys, anchors = F.topk(_priority(F, iou, positions), axis=2, k=LIST_SIZE,

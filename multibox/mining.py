@@ -19,6 +19,7 @@ __all__ = ['background_prob', 'num_negatives', 'hard_negatives', 'count', 'MINE_
 
 MINE_LIST = 512       # num_neg up to this uses topk; larger ones sort their whole row
 _NOT_CANDIDATE = 2.0  # key of non-candidates: above every probability
+_CLASS_WINDOW = 2 ** 16 + 1  # max pooling window over the classes: C <= 65538
 
 
 def background_prob(F, cls_pred):
@@ -28,15 +29,22 @@ def background_prob(F, cls_pred):
     float32 sum of ``expf(xk - m)`` in class order. ``F.exp`` is glibc's ``expf`` and the loop
     below adds in class order, so this is exact. ``F.softmax(axis=1)`` is exact too but several
     times slower (strided reduction), ``softmax(axis=-1)`` is fast but not exact (vectorised
-    exp), and reductions over the class axis are slow in MXNet: hence a ``foreach`` running
-    maximum, then ``exp`` and ``cumsum`` over the whole array (few large ops).
+    exp), and reductions over the class axis are slow in MXNet: hence one max pooling over the
+    classes (the maximum is exact in any order), then ``exp`` and ``cumsum`` (few large ops).
+    A ``foreach`` running maximum gave the same values, but ``foreach`` inside large graphs bound
+    by ``Module`` read stale inputs under MXNet 1.9.1's threaded engine, so it is avoided.
     """
-    # (C, B, N): foreach walks the classes. Cutting the gradient here (in place, no copy)
-    # keeps backward passes away from the loops.
-    by_class = F.stop_gradient(F.transpose(cls_pred, axes=(1, 0, 2)))
-    first = F.reshape(F.slice_axis(by_class, axis=0, begin=0, end=1), (-3, -2))  # (B, N)
-    _, (peak,) = F.contrib.foreach(lambda x, s: ([], [F.maximum(s[0], x)]), by_class, [first])
-    shifted = F.exp(F.broadcast_sub(by_class, F.expand_dims(peak, 0)))
+    cls_pred = F.stop_gradient(cls_pred)
+    # 1-D max pooling in NWC layout reads (B, C, N) as width C, channels N; with this padding
+    # window 0 holds class 0 alone and window 1 classes 1..C-1 (C <= _CLASS_WINDOW + 1),
+    # without the graph knowing C (the same trick as MultiBoxDetection's best class)
+    pooled = F.Pooling(cls_pred, kernel=(_CLASS_WINDOW,), stride=(_CLASS_WINDOW,),
+                       pad=(_CLASS_WINDOW - 1,), pool_type='max', pooling_convention='full',
+                       layout='NWC')  # (B, 2, N)
+    peak = F.max(pooled, axis=1, keepdims=True)  # (B, 1, N): a 2-element reduction
+    by_class = F.transpose(cls_pred, axes=(1, 0, 2))  # (C, B, N)
+    peak = F.transpose(peak, axes=(1, 0, 2))  # (1, B, N)
+    shifted = F.exp(F.broadcast_sub(by_class, peak))
     # cumsum adds in class order like the native loop; its last row is the sum
     total = F.reshape(F.slice_axis(F.cumsum(shifted, axis=0), axis=0, begin=-1, end=None),
                       (-3, -2))

@@ -13,15 +13,16 @@ out-of-range index when a code is set, so hybridized, symbolic and exported grap
 waits for its outputs, and on such a failure recomputes the codes imperatively and raises a
 ``ValueError`` naming the image and the cause.
 
-Symbol graphs: the only control flow is ``foreach`` (no ``while_loop``/``cond``), through which
-MXNet infers shapes, so graphs run under CachedOp (``hybridize``, ``SymbolBlock``, exported JSON)
-and under legacy ``Symbol.bind``/``mx.mod.Module``. Hybridize with ``static_alloc=True`` only:
+Symbol graphs: the only control flow is a ``foreach`` running maximum over the classes in the
+mining stage (no ``while_loop``/``cond``, through which MXNet infers no shapes), so graphs run
+under CachedOp (``hybridize``, ``SymbolBlock``, exported JSON) and under legacy
+``Symbol.bind``/``mx.mod.Module``. Hybridize with ``static_alloc=True`` only:
 with ``static_shape=True`` MXNet 1.9.1 computed wrong results for some inputs (not understood).
 
-Exactness: bit-exact with the native op, except that the bipartite matching of an image may miss
-pairs when more than :data:`multibox.matcher.REFILL_GTS` of its gts exhaust their
-:data:`multibox.matcher.LIST_SIZE`-anchor candidate lists, which needs more than ``LIST_SIZE``
-valid gts crowding the same anchors (see :mod:`multibox.matcher`).
+Exactness: bit-exact with the native op, except that the bipartite matching of an image may
+differ when its gts exhaust their :data:`multibox.matcher.LIST_SIZE`-anchor candidate lists,
+which needs more than ``LIST_SIZE`` valid gts crowding the same anchors (see
+:mod:`multibox.matcher`, which flags such images).
 
 Deviations: ``minimum_negative_samples`` is accepted and ignored, as on CPU. ``cls_pred`` must
 have the label's batch size (native reads out of bounds when it is smaller). Gradients are

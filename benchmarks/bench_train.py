@@ -91,7 +91,7 @@ def symbol_step(ops, images, labels, runner):
             mx.nd.waitall()
         return step
     block = gluon.SymbolBlock(sym, [mx.sym.var('data'), mx.sym.var('label')])
-    # shapes from partial inference: Gluon's deferred inference stops at while_loop outputs
+    # parameter shapes from the symbol's own inference, then Module's initialisation
     arg_shapes, _, aux_shapes = sym.infer_shape_partial(data=images.shape, label=labels.shape)
     known = dict(zip(sym.list_arguments() + sym.list_auxiliary_states(), arg_shapes + aux_shapes))
     for name, param in block.collect_params().items():
@@ -102,7 +102,7 @@ def symbol_step(ops, images, labels, runner):
         value = mx.nd.zeros(param.shape)
         initializer(mx.init.InitDesc(name, attrs.get(name, {})), value)
         param.set_data(value)
-    block.hybridize()  # static_shape fails on while_loop's dynamic shapes
+    block.hybridize()
 
     def step():
         with autograd.record():

@@ -22,7 +22,7 @@ from .nms import greedy_nms_keep
 from .ordering import (batch_index, compacted_sources, descending_key, gather_columns,
                        gather_rows, row_index)
 from .params import as_bool, as_int, dmlc_float, float_tuple
-from .validate import CheckedBlock, check_array
+from .validate import CheckedBlock, check_anchors, check_array
 
 __all__ = ['MultiBoxDetection']
 
@@ -72,10 +72,7 @@ class MultiBoxDetection(CheckedBlock):
         name = type(self).__name__
         check_array(name, 'cls_prob', cls_prob, ndim=3)
         check_array(name, 'loc_pred', loc_pred, ndim=2)
-        check_array(name, 'anchor', anchor, ndim=3)
-        if anchor.shape[0] != 1 or anchor.shape[2] != 4 or anchor.shape[1] < 1:
-            raise ValueError(f"{name}: anchor must have shape (1, N, 4) with N > 0, "
-                             f"got {anchor.shape}")
+        check_anchors(name, anchor)
         num_anchors = anchor.shape[1]
         if loc_pred.shape[1] != 4 * num_anchors:
             raise ValueError(f"{name}: loc_pred must have shape (B, 4N) = (B, {4 * num_anchors})"

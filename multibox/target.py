@@ -35,7 +35,7 @@ from mxnet.base import MXNetError
 from . import matcher, mining
 from .coder import encode
 from .params import as_int, dmlc_float, float_tuple
-from .validate import CheckedBlock, check_array
+from .validate import CheckedBlock, check_anchors, check_array
 
 __all__ = ['MultiBoxTarget']
 
@@ -100,12 +100,9 @@ class MultiBoxTarget(CheckedBlock):
 
     def check_inputs(self, anchor, label, cls_pred):
         name = type(self).__name__
-        check_array(name, 'anchor', anchor, ndim=3)
         check_array(name, 'label', label, ndim=3)
         check_array(name, 'cls_pred', cls_pred, ndim=3)
-        if anchor.shape[0] != 1 or anchor.shape[2] != 4 or anchor.shape[1] < 1:
-            raise ValueError(f"{name}: anchor must have shape (1, N, 4) with N > 0, "
-                             f"got {anchor.shape}")
+        check_anchors(name, anchor)
         if label.shape[1] < 1 or label.shape[2] < 5:
             raise ValueError(f"{name}: label must have shape (B, M, W) with M >= 1 and "
                              f"width W >= 5, got {label.shape}")

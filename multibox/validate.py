@@ -7,7 +7,7 @@ them costs no device synchronisation. Symbol inputs are checked by MXNet's shape
 import numpy as np
 from mxnet import gluon, nd
 
-__all__ = ['CheckedBlock', 'check_array']
+__all__ = ['CheckedBlock', 'check_array', 'check_anchors']
 
 
 def check_array(block_name, arg_name, array, ndim=None, min_ndim=None):
@@ -25,6 +25,14 @@ def check_array(block_name, arg_name, array, ndim=None, min_ndim=None):
         raise ValueError(f"{where} must have {ndim} dimensions, got shape {array.shape}")
     if min_ndim is not None and array.ndim < min_ndim:
         raise ValueError(f"{where} must have at least {min_ndim} dimensions, got shape {array.shape}")
+
+
+def check_anchors(block_name, anchor):
+    """Check that ``anchor`` is a float32 ``(1, N, 4)`` array with N > 0; return N."""
+    check_array(block_name, 'anchor', anchor, ndim=3)
+    if anchor.shape[0] != 1 or anchor.shape[2] != 4 or anchor.shape[1] < 1:
+        raise ValueError(f"{block_name}: anchor must have shape (1, N, 4) with N > 0, got {anchor.shape}")
+    return anchor.shape[1]
 
 
 class CheckedBlock(gluon.HybridBlock):

@@ -37,7 +37,7 @@ def main():
     detections = multibox.MultiBoxDetection(nms_threshold=0.45, nms_topk=400)(
         mx.nd.softmax(logits, axis=1), loc_target, anchors)[0].asnumpy()
     for class_id, score, *box in detections[detections[:, 0] >= 0][:5]:
-        print(f"detection: {CLASSES[int(class_id)]:<4} score {score:.3f} box {np.round(box, 3).tolist()}")
+        print(f"detection: {CLASSES[int(class_id)]:<4} score {score:.3f} box {[round(float(v), 3) for v in box]}")
 
 
 if __name__ == '__main__':

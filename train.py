@@ -15,6 +15,7 @@ import os
 import re
 import sys
 import time
+import warnings
 
 import mxnet as mx
 import numpy as np
@@ -235,7 +236,9 @@ def build_module(args, num_classes, width, ctx, kv, begin_epoch):
     arg_params, aux_params, states = initial_params(args, module)
     module.init_params(initializer=mx.init.Xavier(rnd_type='gaussian', factor_type='out', magnitude=2),
                        arg_params=arg_params, aux_params=aux_params, allow_missing=True, allow_extra=True)
-    module.init_optimizer(kvstore=kv, optimizer=make_optimizer(args, begin_epoch, kv, len(ctx)))
+    with warnings.catch_warnings():  # Module expects rescale 1/batch; 'valid' losses need 1/devices
+        warnings.filterwarnings('ignore', message='Optimizer created manually')
+        module.init_optimizer(kvstore=kv, optimizer=make_optimizer(args, begin_epoch, kv, len(ctx)))
     if states:
         module.load_optimizer_states(states)
         log.info('optimizer state restored from %s', states)

@@ -1,7 +1,7 @@
 """MXNet's contrib MultiBox operators as Gluon HybridBlocks, exact and exportable.
 
 ``MultiBoxPrior``, ``MultiBoxTarget`` and ``MultiBoxDetection`` take the same arguments and give
-the same outputs as ``mx.contrib.symbol.MultiBox*`` (MXNet 1.9.1, CPU) while being built only
+the same outputs as MXNet 1.9.1's native contrib ``MultiBox*`` operators (CPU) while being built only
 from MXNet's standard operators. ``multibox.symbol`` and ``multibox.ndarray`` hold functional
 drop-ins with the contrib signatures.
 """

@@ -1,7 +1,7 @@
 """MultiBoxDetection: SSD post-processing (best class, decode, compaction, sort, top-k, NMS).
 
 A HybridBlock made of standard MXNet operators that reproduces the native CPU operator
-``mx.nd.contrib.MultiBoxDetection`` (MXNet 1.9.1) bit for bit, quirks included
+MXNet 1.9.1's native contrib ``MultiBoxDetection`` bit for bit, quirks included
 (SPEC-ops.md section 4.3):
 
 * the detection of anchor ``i`` is its best foreground class (strict ``>``, starting from -1, so

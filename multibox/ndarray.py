@@ -1,4 +1,4 @@
-"""Drop-in replacements for ``mx.contrib.ndarray.MultiBox*``: same signatures, NDArray in and out.
+"""Drop-in replacements for the contrib ``MultiBox*`` NDArray functions: same signatures, NDArray in and out.
 
 ``MultiBoxTarget`` returns a list ``[loc_target, loc_mask, cls_target]`` like the native op.
 """

@@ -1,4 +1,4 @@
-"""MultiBoxPrior: SSD anchor boxes for one feature map, as ``mx.contrib.symbol.MultiBoxPrior``.
+"""MultiBoxPrior: SSD anchor boxes for one feature map, as the native contrib ``MultiBoxPrior``.
 
 Anchors per location: ``len(sizes) + len(ratios) - 1``, in this order: every size with
 ``ratios[0]``, then ``sizes[0]`` with each of ``ratios[1:]`` (MXNet ``multibox_prior-inl.h``;

@@ -1,4 +1,4 @@
-"""Drop-in replacements for ``mx.contrib.symbol.MultiBox*``: same signatures, Symbol in and out.
+"""Drop-in replacements for the contrib ``MultiBox*`` symbol functions: same signatures, Symbol in and out.
 
 ``MultiBoxTarget`` returns a 3-output group (``[0]`` loc_target, ``[1]`` loc_mask, ``[2]``
 cls_target) like the native op.

@@ -58,7 +58,7 @@ def _input_order(F, anchor, label, cls_pred):
 
 
 class MultiBoxTarget(CheckedBlock):
-    """Training targets for SSD anchors, like ``mx.nd.contrib.MultiBoxTarget`` on CPU.
+    """Training targets for SSD anchors, like the native contrib ``MultiBoxTarget`` on CPU.
 
     Parameters
     ----------

@@ -3,7 +3,7 @@
 The graphs are mxnet-ssd's (``symbol/symbol_builder.py``): body -> extra layers -> per-layer
 3x3 class and box predictors with ``MultiBoxPrior`` anchors -> either ``MultiBoxTarget`` and the
 two losses (training) or softmax and ``MultiBoxDetection`` (inference). The operators come from
-``multibox.symbol``; the JSON of a graph built here holds no ``_contrib_MultiBox*`` node.
+``multibox.symbol``; the JSON of a graph built here holds no native MultiBox node.
 
 Parameter names follow mxnet-ssd (``conv1_1_weight``, ``relu4_3_scale``,
 ``multi_feat_2_conv_1x1_conv_weight``, ``relu7_cls_pred_conv_weight``...).

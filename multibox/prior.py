@@ -77,13 +77,16 @@ class MultiBoxPrior(CheckedBlock):
         """
         if not isinstance(data, nd.NDArray):
             return super().forward(data)
-        self.check_inputs(data)
-        key = (data.shape[2], data.shape[3], data.context)
-        if key not in self._anchor_cache:
+        shape = data.shape
+        key = (shape[2:4], data.context) if len(shape) >= 4 else None
+        cached = self._anchor_cache.get(key)
+        if cached is None or data.dtype != np.float32:
+            self.check_inputs(data)  # raises for unusable inputs
             if len(self._anchor_cache) >= _CACHE_SIZE:
                 self._anchor_cache.clear()
-            self._anchor_cache[key] = super().forward(data).copy()  # static_alloc reuses its output
-        return self._anchor_cache[key].copy()  # callers may modify their anchors in place
+            # a copy: a static_alloc graph reuses its output buffer on the next call
+            cached = self._anchor_cache[key] = super().forward(data).copy()
+        return nd.identity(cached)  # a new array: callers may modify their anchors in place
 
     def hybridize(self, active=True, **kwargs):
         self._anchor_cache.clear()  # the next call builds (and so can export) the graph

@@ -135,12 +135,11 @@ def train(args):
     begin_epoch = first_epoch(args)
     train_loader = make_loader(train_split.source, args, width, train=True, kv=kv, epoch=begin_epoch)
     val_loader = make_loader(val_split.source, args, width, train=False)
-    args.batches_per_epoch = len(train_loader)
     if kv.num_workers > 1:
         log.info('distributed training: worker %d of %d: %d batches per epoch', kv.rank, kv.num_workers,
-                 args.batches_per_epoch)
+                 len(train_loader))
 
-    module = build_module(args, len(class_names), width, ctx, kv, begin_epoch)
+    module = build_module(args, len(class_names), width, ctx, kv, begin_epoch, len(train_loader))
     inference = symbols.get_symbol(args.network, len(class_names), args.data_shape, nms_thresh=args.nms,
                                    force_suppress=args.force_nms, nms_topk=args.nms_topk)
     history = MetricsLog(args.prefix, begin_epoch)
@@ -218,7 +217,7 @@ def make_loader(source, args, width, train, kv=None, epoch=0):
                                     thread_pool=False)
 
 
-def build_module(args, num_classes, width, ctx, kv, begin_epoch):
+def build_module(args, num_classes, width, ctx, kv, begin_epoch, batches_per_epoch):
     """The training Module, bound, initialised and with its optimizer."""
     full = symbols.get_symbol_train(args.network, num_classes, args.data_shape, nms_thresh=args.nms,
                                     force_suppress=args.force_nms, nms_topk=args.nms_topk,
@@ -238,7 +237,8 @@ def build_module(args, num_classes, width, ctx, kv, begin_epoch):
                        arg_params=arg_params, aux_params=aux_params, allow_missing=True, allow_extra=True)
     with warnings.catch_warnings():  # Module expects rescale 1/batch; 'valid' losses need 1/devices
         warnings.filterwarnings('ignore', message='Optimizer created manually')
-        module.init_optimizer(kvstore=kv, optimizer=make_optimizer(args, begin_epoch, kv, len(ctx)))
+        module.init_optimizer(kvstore=kv, optimizer=make_optimizer(args, begin_epoch, batches_per_epoch,
+                                                                    kv.num_workers * len(ctx)))
     if states:
         module.load_optimizer_states(states)
         log.info('optimizer state restored from %s', states)
@@ -269,8 +269,9 @@ def initial_params(args, module):
     return None, None, None
 
 
-def make_optimizer(args, begin_epoch, kv, num_devices):
-    batches_per_epoch = max(1, args.batches_per_epoch)
+def make_optimizer(args, begin_epoch, batches_per_epoch, num_devices):
+    """The optimizer with its warm-up and step schedule; ``num_devices`` counts all workers' devices."""
+    batches_per_epoch = max(1, batches_per_epoch)
     steps = [s * batches_per_epoch for s in args.lr_steps if s > 0]
     warmup = int(args.warmup_epochs * batches_per_epoch)
     scheduler = None
@@ -279,7 +280,7 @@ def make_optimizer(args, begin_epoch, kv, num_devices):
             step=steps or [10 ** 12], factor=args.lr_factor, base_lr=args.lr, warmup_steps=warmup,
             warmup_begin_lr=args.lr * 0.01, warmup_mode='linear')
     params = dict(learning_rate=args.lr, wd=args.wd, lr_scheduler=scheduler,
-                  rescale_grad=1.0 / (num_devices * kv.num_workers),  # losses are 'valid'-normalised per device
+                  rescale_grad=1.0 / num_devices,  # losses are 'valid'-normalised per device
                   begin_num_update=begin_epoch * batches_per_epoch)
     if args.optimizer in ('sgd', 'nag', 'rmsprop'):
         params['momentum' if args.optimizer != 'rmsprop' else 'gamma2'] = args.momentum

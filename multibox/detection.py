@@ -18,6 +18,7 @@ foreground class (``cls_prob`` channel minus 1) or -1.
 import math
 
 from . import coder
+from .classes import background_and_foreground_max
 from .nms import greedy_nms_keep
 from .ordering import (batch_index, compacted_sources, descending_key, gather_columns,
                        gather_rows, row_index)
@@ -26,9 +27,7 @@ from .validate import CheckedBlock, check_anchors, check_array
 
 __all__ = ['MultiBoxDetection']
 
-# Pooling window height: classes 1.._WINDOW are searched (C <= _WINDOW + 1).
-_WINDOW = 2 ** 16 + 1
-# Channel rank base for the first-best-class search, > _WINDOW + 1.
+# Channel rank base for the first-best-class search, > CLASS_WINDOW + 1.
 _RANK_BASE = 2.0 ** 20
 
 
@@ -164,14 +163,9 @@ def _best_foreground(F, cls_prob):
     the native score whenever it is > -1, and <= -1 exactly when no class beats -1 (the anchor
     is invalid).
 
-    Layout ``NWC`` reads (B, C, K) as a batch of C positions with K features, so no transpose
-    is needed; it also keeps MKLDNN out (MKLDNN max pooling is far slower here, and it visits
-    padded positions). The window must skip channel 0 without knowing C: a kernel of
-    ``_WINDOW`` with stride ``_WINDOW`` and padding ``_WINDOW - 1`` makes window 0 cover
-    channel 0 alone and window 1 channels ``1.._WINDOW``.
+    The maximum comes from :func:`multibox.classes.background_and_foreground_max`.
     """
-    pooled = F.Pooling(cls_prob, kernel=(_WINDOW,), stride=(_WINDOW,), pad=(_WINDOW - 1,),
-                       pool_type='max', pooling_convention='full', layout='NWC')
+    pooled = background_and_foreground_max(F, cls_prob)  # (B, 2, K)
     return F.reshape(F.slice_axis(pooled, axis=1, begin=1, end=2), (0, -1))
 
 

@@ -15,11 +15,12 @@ std::sort over a constant row is ~10x cheaper than over a random one.
 
 Shapes: ``cls_pred (B, C, N)`` logits, every per-anchor array ``(B, N)``, per-image ``(B,)``.
 """
+from .classes import background_and_foreground_max
+
 __all__ = ['background_prob', 'num_negatives', 'hard_negatives', 'count', 'MINE_LIST']
 
 MINE_LIST = 512       # num_neg up to this uses topk; larger ones sort their whole row
 _NOT_CANDIDATE = 2.0  # key of non-candidates: above every probability
-_CLASS_WINDOW = 2 ** 16 + 1  # max pooling window over the classes: C <= 65538
 
 
 def background_prob(F, cls_pred):
@@ -35,12 +36,7 @@ def background_prob(F, cls_pred):
     by ``Module`` read stale inputs under MXNet 1.9.1's threaded engine, so it is avoided.
     """
     cls_pred = F.stop_gradient(cls_pred)
-    # 1-D max pooling in NWC layout reads (B, C, N) as width C, channels N; with this padding
-    # window 0 holds class 0 alone and window 1 classes 1..C-1 (C <= _CLASS_WINDOW + 1),
-    # without the graph knowing C (the same trick as MultiBoxDetection's best class)
-    pooled = F.Pooling(cls_pred, kernel=(_CLASS_WINDOW,), stride=(_CLASS_WINDOW,),
-                       pad=(_CLASS_WINDOW - 1,), pool_type='max', pooling_convention='full',
-                       layout='NWC')  # (B, 2, N)
+    pooled = background_and_foreground_max(F, cls_pred)  # (B, 2, N)
     peak = F.max(pooled, axis=1, keepdims=True)  # (B, 1, N): a 2-element reduction
     by_class = F.transpose(cls_pred, axes=(1, 0, 2))  # (C, B, N)
     peak = F.transpose(peak, axes=(1, 0, 2))  # (1, B, N)

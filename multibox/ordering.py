@@ -9,8 +9,8 @@ and export. Shapes use ``B`` for the batch and ``N`` for the rows per batch item
 are float32 holding exact integers (exact below 2**24).
 """
 
-__all__ = ['descending_key', 'row_index', 'batch_index', 'batch_offset', 'compaction_targets',
-           'compacted_sources', 'scatter_rows', 'gather_rows', 'gather_columns', 'pad_rows']
+__all__ = ['descending_key', 'row_index', 'batch_index', 'compacted_sources', 'gather_rows',
+           'gather_columns']
 
 # The tie-break added below a float32 score is scaled by 2**-24 twice: once so that it stays
 # below half the float32 spacing around the score, once more per row index (N < 2**24).
@@ -29,12 +29,6 @@ def row_index(F, like):
 def batch_index(F, like):
     """Batch numbers ``0..B-1`` of ``like`` (B, N), broadcast to (B, N) float32."""
     return F.broadcast_like(F.reshape(F.contrib.arange_like(like, axis=0), (-1, 1)), like)
-
-
-def batch_offset(F, like):
-    """``b * N`` for every element of ``like`` (B, N): its flat index minus its row number."""
-    flat = F.contrib.arange_like(F.reshape(like, (-1,)))
-    return F.reshape_like(flat, like) - row_index(F, like)
 
 
 def descending_key(F, scores, valid):
@@ -62,27 +56,6 @@ def descending_key(F, scores, valid):
     return F.where(valid, key, F.ones_like(key) * -float('inf'))
 
 
-def compaction_targets(F, valid):
-    """Destination row of every row when ``valid`` rows are moved to the front, in order.
-
-    Parameters
-    ----------
-    valid : (B, N) 1/0 float32 mask.
-
-    Returns
-    -------
-    (B, N) float32 permutation per batch item: valid rows go to ``0..V-1`` in row order,
-    invalid rows to ``V..N-1`` in row order (``V`` = valid count of that item).
-    """
-    before_valid = F.cumsum(valid, axis=1)
-    invalid = 1 - valid
-    before_invalid = F.cumsum(invalid, axis=1)
-    count = F.sum(valid, axis=1, keepdims=True)
-    to_front = before_valid - 1
-    to_back = F.broadcast_add(before_invalid - 1, count)
-    return F.where(valid, to_front, to_back)
-
-
 def compacted_sources(F, valid):
     """Where the valid rows come from when they are moved to the front, in order.
 
@@ -106,25 +79,6 @@ def compacted_sources(F, valid):
     column = F.reshape(flat, (-1, 1))
     sources = F.contrib.index_copy(canvas, F.reshape(slots, (-1,)), column)
     return F.reshape_like(F.slice_like(sources, column, axes=(0,)), valid)
-
-
-def scatter_rows(F, rows, targets):
-    """Move row ``i`` of ``rows`` to row ``targets[i]``, per batch item.
-
-    Parameters
-    ----------
-    rows : (B, N, K) values.
-    targets : (B, N) float32, a permutation of ``0..N-1`` per batch item (distinct targets:
-        ``index_copy`` writes them in parallel).
-
-    Returns
-    -------
-    (B, N, K) with ``out[b, targets[b, i]] = rows[b, i]``.
-    """
-    flat_targets = F.reshape(targets + batch_offset(F, targets), (-1,))
-    flat_rows = F.reshape(rows, (-3, 0))
-    moved = F.contrib.index_copy(F.zeros_like(flat_rows), flat_targets, flat_rows)
-    return F.reshape_like(moved, rows)
 
 
 def gather_rows(F, rows, index):
@@ -169,15 +123,3 @@ def gather_columns(F, data, index):
     start = F.broadcast_mul(row, F.reshape(F.cast(length, 'float64'), (1, 1, 1)))  # (B, C, 1)
     flat = F.broadcast_add(start, F.expand_dims(F.cast(local, 'float64'), axis=1))
     return F.take(F.reshape(data, (-1,)), flat)
-
-
-def pad_rows(F, rows, like, value):
-    """Resize axis 1 of ``rows`` (B, M, K) to that of ``like`` (B, N, ...): cut or pad with ``value``.
-
-    Returns
-    -------
-    (B, N, K): rows ``0..min(M, N)-1`` of ``rows``, then rows filled with ``value``.
-    """
-    filler = F.broadcast_like(F.zeros_like(F.slice_axis(rows, axis=1, begin=0, end=1)) + value,
-                              like, lhs_axes=(1,), rhs_axes=(1,))
-    return F.slice_like(F.concat(rows, filler, dim=1), like, axes=(1,))

@@ -69,26 +69,8 @@ def main(argv=None):
     return 0
 
 
-def load_trained(prefix, epoch):
-    """``(arg_params, aux_params, info)`` of a checkpoint; ``info`` is its JSON sidecar or {}."""
-    if epoch is None:
-        epoch = checkpoint.latest_epoch(prefix)
-        if epoch is None:
-            raise FileNotFoundError(f"no checkpoint {prefix}-NNNN.params found")
-    path = f'{prefix}-best.params' if str(epoch) == 'best' else checkpoint.params_path(prefix, int(epoch))
-    arg, aux = checkpoint.load_params(path)
-    info = {}
-    if str(epoch) != 'best':
-        try:
-            with open(f'{prefix}-{int(epoch):04d}.json') as f:
-                info = json.load(f)
-        except OSError:
-            pass
-    return arg, aux, info
-
-
 def evaluate(args):
-    arg, aux, info = load_trained(args.prefix, args.epoch)
+    arg, aux, info = checkpoint.load_trained(args.prefix, args.epoch)
     network = args.network or info.get('network')
     data_shape = args.data_shape or info.get('data_shape')
     if network is None or data_shape is None:

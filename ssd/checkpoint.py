@@ -10,8 +10,8 @@ import tempfile
 
 import mxnet as mx
 
-__all__ = ['atomic_write', 'save', 'load_params', 'save_best', 'params_path', 'states_path',
-           'latest_epoch']
+__all__ = ['atomic_write', 'save', 'load_params', 'load_trained', 'save_best', 'params_path',
+           'states_path', 'latest_epoch']
 
 
 def atomic_write(path, write):
@@ -22,10 +22,18 @@ def atomic_write(path, write):
     os.close(handle)
     try:
         write(temporary)
+        os.chmod(temporary, _new_file_mode())  # mkstemp's files are private (0600); others are not
         os.replace(temporary, path)
     finally:
         if os.path.exists(temporary):
             os.remove(temporary)
+
+
+def _new_file_mode():
+    """The mode ``open(path, 'w')`` would give a new file: 0666 minus the process umask."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
 
 
 def params_path(prefix, epoch):
@@ -63,6 +71,26 @@ def load_params(path):
     if not arg and not aux:  # a Gluon-style file without prefixes
         arg = dict(arrays)
     return arg, aux
+
+
+def load_trained(prefix, epoch=None):
+    """``(arg_params, aux_params, info)`` of epoch ``epoch`` of ``prefix``: a number, ``'best'``
+    or None (the latest). ``info`` is the epoch's JSON sidecar (network, data shape, class
+    names... as ``train.py`` writes it), or {} when there is none."""
+    if epoch is None:
+        epoch = latest_epoch(prefix)
+        if epoch is None:
+            raise FileNotFoundError(f"no checkpoint {prefix}-NNNN.params found")
+    path = f'{prefix}-best.params' if str(epoch) == 'best' else params_path(prefix, int(epoch))
+    arg, aux = load_params(path)
+    info = {}
+    if str(epoch) != 'best':
+        try:
+            with open(f'{prefix}-{int(epoch):04d}.json') as f:
+                info = json.load(f)
+        except OSError:
+            pass
+    return arg, aux, info
 
 
 def save_best(prefix, epoch):

@@ -1,0 +1,105 @@
+"""Write an SSD's inference graph for deployment: box decoding and NMS baked in, no training nodes.
+
+    python deploy.py --network mobilenet0.25 --data-shape 256 --prefix models/ssd_synthetic --epoch 20
+    python deploy.py --prefix model/ssd300 --epoch 240 --nms 0.45 --nms-topk 400 --force-nms --onnx ssd300.onnx
+
+Writes, atomically, ``PREFIX-deploy-symbol.json`` and ``PREFIX-deploy-0000.params`` (MXNet's
+checkpoint names; the graph is made of MXNet's standard operators only, so plain MXNet runs it
+without this package, e.g. ``mx.mod.Module`` or ``gluon.SymbolBlock.imports``), and
+``PREFIX-deploy-0000.json`` (network, data shape, class names, NMS settings; ``demo.py --deploy``
+reads it). ``--network``, ``--data-shape`` and ``--class-names`` default to the checkpoint's
+JSON sidecar.
+
+The graph's input ``data`` is (B, 3, S, S): the image resized to S x S (aspect ratio not kept,
+bilinear), RGB pixels minus the mean pixel (123.675, 116.28, 103.53). Its output is (B, N, 6),
+rows ``[class_id, score, xmin, ymin, xmax, ymax]`` with corners normalised to [0, 1] (multiply by
+the original width/height) and ``class_id`` -1 for suppressed or empty rows.
+
+``--onnx FILE`` also exports the graph to ONNX with ``ssd.onnx_export`` (exit status 1 when that
+fails; the MXNet files are written first).
+"""
+import argparse
+import importlib
+import logging
+import os
+import sys
+
+from ssd import checkpoint, models
+from ssd.annotations import read_class_names
+
+log = logging.getLogger('deploy')
+DEFAULT_PREFIX = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'models', 'ssd_synthetic')
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('--prefix', default=DEFAULT_PREFIX, help='checkpoint prefix (default: the shipped model)')
+    p.add_argument('--epoch', default='20', help="epoch number or 'best' (default: 20)")
+    p.add_argument('--network', default=None, help='default: from the checkpoint')
+    p.add_argument('--data-shape', type=int, default=None, help='default: from the checkpoint')
+    p.add_argument('--class-names', default=None, help='comma list or file (default: from the checkpoint)')
+    p.add_argument('--num-class', type=int, default=None, help='number of classes (checked)')
+    p.add_argument('--nms', type=float, default=0.45, help='NMS IoU threshold baked into the graph')
+    p.add_argument('--nms-topk', type=int, default=400, help='boxes kept before NMS')
+    p.add_argument('--force-nms', action='store_true', help='NMS across classes')
+    p.add_argument('--onnx', default=None, metavar='FILE', help='also export to this ONNX file')
+    p.add_argument('--onnx-opset', type=int, default=None, help="ONNX opset (default: the exporter's)")
+    p.add_argument('--batch-size', type=int, default=1, help='batch size of the ONNX graph')
+    return p.parse_args(argv)
+
+
+def main(argv=None):
+    logging.basicConfig(level=logging.INFO, format='%(message)s', stream=sys.stderr)
+    args = parse_args(argv)
+    try:
+        model = load(args)
+        written = write_deploy(model, args.prefix)
+    except (ValueError, FileNotFoundError) as error:
+        log.error('error: %s', error)
+        return 2
+    print(f"deployed {models.describe(model)}")
+    print(f"wrote {', '.join(written)}")
+    if args.onnx:
+        try:
+            export_onnx(model, args.onnx, args.batch_size, args.onnx_opset)
+        except Exception as error:  # the exporter's own errors: unsupported operator, missing package...
+            log.error('error: ONNX export to %s failed: %s', args.onnx, error)
+            return 1
+        print(f"wrote {args.onnx}")
+    return 0
+
+
+def load(args):
+    class_names = read_class_names(args.class_names)
+    nms = {'nms_thresh': args.nms, 'force_suppress': args.force_nms, 'nms_topk': args.nms_topk}
+    model = models.from_checkpoint(args.prefix, args.epoch, args.network, args.data_shape, class_names, nms)
+    if args.num_class is not None and args.num_class != len(model.class_names):
+        raise ValueError(f"--num-class {args.num_class} does not match the {len(model.class_names)} "
+                         f"class names {model.class_names}")
+    return model
+
+
+def write_deploy(model, prefix):
+    """``PREFIX-deploy-symbol.json``, ``-0000.params`` and ``-0000.json``; returns their paths."""
+    target = models.deploy_prefix(prefix)
+    info = {key: model.info[key] for key in ('network', 'data_shape', 'class_names', 'nms_threshold',
+                                             'force_suppress', 'nms_topk', 'source')}
+    checkpoint.save(target, 0, model.symbol, model.arg_params, model.aux_params, extra=info)
+    return [f'{target}-symbol.json', checkpoint.params_path(target, 0), f'{target}-0000.json']
+
+
+def export_onnx(model, path, batch_size, opset=None):
+    """``ssd.onnx_export.export_onnx`` (which writes atomically) on the deploy graph."""
+    try:
+        exporter = importlib.import_module('ssd.onnx_export')  # optional: imported only when asked for
+    except ModuleNotFoundError as error:
+        if error.name != 'ssd.onnx_export':
+            raise
+        raise RuntimeError('this checkout has no ONNX exporter (ssd/onnx_export.py)') from error
+    options = {} if opset is None else {'opset': opset}
+    exporter.export_onnx(model.symbol, model.arg_params, model.aux_params, model.data_shape, batch_size, path,
+                         **options)
+
+
+if __name__ == '__main__':
+    sys.exit(main())

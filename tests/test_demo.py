@@ -1,0 +1,197 @@
+"""demo.py: detections printed and drawn in original-image pixels, validation's preprocessing,
+unusual and bad images, GluonCV weights from the local model store or a clear offline error."""
+import json
+import os
+import struct
+import subprocess
+import sys
+import zlib
+
+import mxnet as mx
+import numpy as np
+import pytest
+from PIL import Image
+
+import demo
+from ssd.annotations import Record
+from ssd.dataset import DetectionDataset, FileSource, preprocess
+from tiny_ssd import SHAPE, save_checkpoint, write_image
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHIPPED = os.path.join(ROOT, 'models', 'ssd_synthetic-0020.params')
+
+
+@pytest.fixture(scope='module')
+def prefix(tmp_path_factory):
+    return save_checkpoint(tmp_path_factory.mktemp('model') / 'ssd')
+
+
+def run_demo(*args, cwd=ROOT):
+    return subprocess.run([sys.executable, os.path.join(ROOT, 'demo.py'), *map(str, args)], cwd=cwd,
+                          capture_output=True, text=True, timeout=300)
+
+
+def png_header(path, width, height):
+    """A PNG whose header announces ``width`` x ``height`` pixels but holds almost no data."""
+    def chunk(kind, data):
+        return struct.pack('>I', len(data)) + kind + data + struct.pack('>I', zlib.crc32(kind + data))
+    header = struct.pack('>IIBBBBB', width, height, 8, 2, 0, 0, 0)
+    path.write_bytes(b'\x89PNG\r\n\x1a\n' + chunk(b'IHDR', header) + chunk(b'IDAT', zlib.compress(b'\0' * 16))
+                     + chunk(b'IEND', b''))
+
+
+def test_demo_decodes_and_resizes_exactly_as_validation(tmp_path):
+    path = str(tmp_path / 'a.jpg')
+    write_image(path, seed=3)
+    source = FileSource([Record(path, np.zeros((0, 6), np.float32), 'a')])
+    expected = DetectionDataset(source, SHAPE, 1, train=False)[0][0]
+    np.testing.assert_array_equal(preprocess(demo.read_image(path), SHAPE).asnumpy(), expected.asnumpy())
+
+
+def test_boxes_are_scaled_to_the_original_image_and_thresholded():
+    rows = np.array([[1, 0.9, 0.1, 0.2, 0.5, 1.0],      # kept: rectangle
+                     [0, 0.3, 0.0, 0.0, 1.0, 1.0],      # below --thresh
+                     [-1, 0.95, 0.0, 0.0, 0.5, 0.5]],   # suppressed row
+                    np.float32)
+    records = demo.to_records(rows, 400, 200, ['circle', 'rectangle'], thresh=0.5)
+    assert len(records) == 1 and records[0]['class'] == 'rectangle' and records[0]['class_id'] == 1
+    np.testing.assert_allclose(records[0]['box'], [40, 40, 200, 200], rtol=1e-6)
+    assert records[0]['score'] == pytest.approx(0.9)
+
+
+def test_demo_prints_saves_pictures_and_json(prefix, tmp_path):
+    sizes = {'a.jpg': write_image(tmp_path / 'a.jpg', seed=11)}
+    (tmp_path / 'folder').mkdir()
+    sizes['b.png'] = write_image(tmp_path / 'folder' / 'b.png', seed=12)
+    out, records = tmp_path / 'out', tmp_path / 'detections.json'
+    result = run_demo(tmp_path / 'a.jpg', tmp_path / 'folder', '--prefix', prefix, '--epoch', 1, '--thresh', 0.3,
+                      '--out-dir', out, '--json', records, '--timer')
+    assert result.returncode == 0, result.stderr
+    detections = json.loads(records.read_text())
+    for name, (width, height) in sizes.items():
+        mine = [d for d in detections if os.path.basename(d['image']) == name]
+        assert f"{name}: {width}x{height}, {len(mine)} detection(s)" in result.stdout
+        for d in mine:
+            assert d['score'] >= 0.3 and d['class'] in ('circle', 'rectangle', 'triangle', 'cross')
+            xmin, ymin, xmax, ymax = d['box']
+            assert 0 <= xmin <= xmax <= width and 0 <= ymin <= ymax <= height
+            assert f"  {d['class']:<14} {d['score']:.3f}  [{xmin:7.1f}," in result.stdout
+        with Image.open(out / (name.split('.')[0] + '_det.png')) as picture:
+            assert picture.size == (width, height)  # drawn on the original image
+    assert detections, 'random weights give scores above 0.3 on these images'
+    assert 'time: model loaded in' in result.stdout and 'time: first image' in result.stdout
+
+
+def test_bad_files_are_named_and_the_others_still_processed(prefix, tmp_path):
+    write_image(tmp_path / 'good.jpg', seed=4)
+    (tmp_path / 'text.jpg').write_text('not an image')
+    png_header(tmp_path / 'big.png', 9000, 9000)         # 81 MP: above our 64 MP limit
+    png_header(tmp_path / 'bomb.png', 40000, 40000)      # 1.6 GP: also Pillow's bomb check
+    (tmp_path / 'empty').mkdir()
+    result = run_demo(tmp_path / 'missing.jpg', tmp_path / 'text.jpg', tmp_path / 'big.png', tmp_path / 'bomb.png',
+                      tmp_path / 'empty', tmp_path / 'good.jpg', '--prefix', prefix, '--epoch', 1)
+    assert result.returncode == 2
+    errors = result.stderr
+    assert f"{tmp_path / 'missing.jpg'}: no such file" in errors
+    assert f"{tmp_path / 'text.jpg'}: not an image" in errors
+    assert f"{tmp_path / 'big.png'}: 9000x9000 pixels is above the limit of 64000000" in errors
+    assert f"{tmp_path / 'bomb.png'}: too large, refused before decoding" in errors
+    assert f"{tmp_path / 'empty'}: no images" in errors
+    assert f"{tmp_path / 'good.jpg'}: " in result.stdout and (tmp_path / 'good_det.png').is_file()
+
+
+def test_grey_palette_rgba_and_16_bit_images_become_8_bit_rgb(prefix, tmp_path, monkeypatch, capsys):
+    width, height = write_image(tmp_path / 'colour.png', seed=5)
+    colour = Image.open(tmp_path / 'colour.png').convert('RGB')
+    grey = colour.convert('L')
+    variants = {'grey.png': grey, 'palette.png': colour.convert('P'), 'rgba.png': colour.convert('RGBA'),
+                'deep.png': Image.fromarray(np.asarray(grey, np.uint16) * 257)}  # 16-bit grey, same values x 257
+    for name, image in variants.items():
+        image.save(tmp_path / name)
+    assert Image.open(tmp_path / 'deep.png').mode.startswith('I')
+    monkeypatch.delenv('DISPLAY', raising=False)
+    monkeypatch.delenv('WAYLAND_DISPLAY', raising=False)
+    paths = [str(tmp_path / name) for name in variants]
+    assert demo.main(paths + ['--prefix', prefix, '--epoch', '1', '--out-dir', str(tmp_path / 'out'), '--show']) == 0
+    assert 'no display found' in capsys.readouterr().out
+    for name in variants:
+        image = demo.read_image(str(tmp_path / name)).asnumpy()
+        assert image.shape == (height, width, 3) and image.dtype == np.uint8
+        assert (tmp_path / 'out' / (name[:-4] + '_det.png')).is_file()
+    np.testing.assert_array_equal(demo.read_image(str(tmp_path / 'deep.png')).asnumpy(),
+                                  np.repeat(np.asarray(grey)[..., None], 3, axis=2))
+    np.testing.assert_array_equal(demo.read_image(str(tmp_path / 'rgba.png')).asnumpy(), np.asarray(colour))
+
+
+@pytest.mark.parametrize('extra, message', [
+    (['--prefix', 'nowhere/ssd'], 'nowhere/ssd-0001.params does not exist'),
+    (['--prefix', 'PREFIX', '--class-names', 'a,b'], 'does not fit this graph with 2 classes'),
+    (['--prefix', 'PREFIX', '--network', 'vgg16_reduced'], 'lacks'),
+    (['--prefix', 'PREFIX', '--pretrained', 'gluoncv:ssd_300_vgg16_atrous_voc'], 'drop --prefix'),
+    (['--pretrained', 'ssd_300_vgg16_atrous_voc'], 'expects gluoncv:NAME'),
+    (['--prefix', 'PREFIX', '--gpu', '7'], '--gpu 7: this machine'),
+])
+def test_model_problems_are_clear_errors(prefix, tmp_path, caplog, extra, message):
+    write_image(tmp_path / 'a.jpg', seed=1)
+    arguments = [str(tmp_path / 'a.jpg'), '--epoch', '1'] + [prefix if a == 'PREFIX' else a for a in extra]
+    assert demo.main(arguments) == 2
+    assert message in caplog.text
+
+
+def _offline(monkeypatch, store):
+    """GluonCV's model store in ``store``; any download attempt fails at once (closed local port)."""
+    monkeypatch.setenv('MXNET_HOME', str(store))
+    monkeypatch.setenv('MXNET_GLUON_REPO', 'http://127.0.0.1:9/')
+    for name in ('no_proxy', 'NO_PROXY'):
+        monkeypatch.setenv(name, '*')
+
+
+def test_gluoncv_weights_offline_and_not_cached_is_a_clear_error(tmp_path, monkeypatch, caplog):
+    _offline(monkeypatch, tmp_path / 'mxnet')
+    write_image(tmp_path / 'a.jpg', seed=1)
+    assert demo.main([str(tmp_path / 'a.jpg'), '--pretrained', 'gluoncv:ssd_300_vgg16_atrous_voc']) == 2
+    store = str(tmp_path / 'mxnet' / 'models')
+    assert f"GluonCV weights 'ssd_300_vgg16_atrous_voc' are not in the model store {store}" in caplog.text
+    assert 'Run once with internet access, or copy ssd_300_vgg16_atrous_voc-' in caplog.text
+
+
+def test_gluoncv_weights_from_the_local_model_store(tmp_path, monkeypatch, caplog):
+    from gluoncv.model_zoo import get_model, model_store
+    _offline(monkeypatch, tmp_path / 'mxnet')
+    name = 'ssd_300_vgg16_atrous_voc'
+    net = get_model(name, pretrained=False, pretrained_base=False)
+    net.initialize(mx.init.Xavier(rnd_type='gaussian', factor_type='in', magnitude=2))
+    net(mx.nd.zeros((1, 3, 300, 300)))
+    (tmp_path / 'mxnet' / 'models').mkdir(parents=True)
+    net.save_parameters(str(tmp_path / 'mxnet' / 'models' / f'{name}-{model_store.short_hash(name)}.params'))
+    write_image(tmp_path / 'a.jpg', seed=2)
+    records = tmp_path / 'd.json'
+    assert demo.main([str(tmp_path / 'a.jpg'), '--pretrained', f'gluoncv:{name}', '--thresh', '0',
+                      '--json', str(records), '--out-dir', str(tmp_path)]) == 0
+    assert 'differs from GluonCV' in caplog.text  # random weights, not the published file
+    detections = json.loads(records.read_text())
+    assert detections and {d['class'] for d in detections} <= set(net.classes)
+
+
+@pytest.mark.skipif(not os.path.isfile(SHIPPED), reason='the shipped model models/ssd_synthetic-0020.params is absent')
+def test_shipped_model_finds_the_sample_objects(tmp_path):
+    records = tmp_path / 'd.json'
+    result = run_demo('--out-dir', tmp_path, '--json', records)  # no image: examples/images
+    assert result.returncode == 0, result.stderr
+    detections = json.loads(records.read_text())
+    with open(os.path.join(ROOT, 'examples', 'images', 'ground_truth.json')) as f:
+        truth = json.load(f)
+    found = 0
+    for name, objects in truth.items():
+        mine = [d for d in detections if os.path.basename(d['image']) == name]
+        found += sum(any(d['class'] == o['class'] and iou(d['box'], o['box']) >= 0.5 for d in mine)
+                     for o in objects)
+    total = sum(len(objects) for objects in truth.values())
+    assert found >= 0.75 * total, f"found {found} of {total} sample objects"
+
+
+def iou(a, b):
+    width = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    height = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - width * height
+    return width * height / union

@@ -30,7 +30,6 @@ import io
 import json
 
 from .checkpoint import atomic_write
-from .onnx_converters import CONVERTERS, REPLACED
 
 __all__ = ['export_onnx', 'to_onnx_model', 'OnnxExportError', 'OPSETS', 'INPUT_NAME',
            'OUTPUT_NAME']
@@ -64,7 +63,7 @@ def export_onnx(symbol, arg_params, aux_params, data_shape, batch_size, path, op
     operator and node that cannot be converted, ``ValueError`` for a missing parameter, an
     unexpected input or an unsupported opset.
     """
-    import onnx
+    onnx = _onnx()
     height, width = (data_shape, data_shape) if isinstance(data_shape, int) else data_shape
     model = to_onnx_model(symbol, {**arg_params, **aux_params},
                           {INPUT_NAME: (batch_size, 3, height, width)}, opset,
@@ -85,7 +84,7 @@ def to_onnx_model(symbol, params, input_shapes, opset=13, output_name=None):
     opset : ONNX opset version, one of ``OPSETS``.
     output_name : new name of the single output (default: mx2onnx's, from the node name).
     """
-    import onnx
+    onnx = _onnx()
     from mxnet.onnx.mx2onnx._export_onnx import MXNetGraph
     if opset not in OPSETS:
         raise ValueError(f"opset must be in {OPSETS.start}..{OPSETS.stop - 1}, got {opset}")
@@ -107,6 +106,16 @@ def to_onnx_model(symbol, params, input_shapes, opset=13, output_name=None):
                                    ir_version=onnx.helper.find_min_ir_version_for(opsets))
     onnx.checker.check_model(model)
     return model
+
+
+def _onnx():
+    """The onnx package (an optional dependency: ``pip install ... -e ".[onnx]"``)."""
+    try:
+        import onnx
+    except ImportError as error:
+        raise ImportError('ONNX export needs the onnx package: pip install -c constraints.txt '
+                          '-e ".[onnx]"') from error
+    return onnx
 
 
 def _graph_params(symbol, params, input_shapes):
@@ -135,6 +144,7 @@ def _converters(symbol, input_shapes, opset):
     the ordering helpers would be built as float32).
     """
     from mxnet.onnx.mx2onnx._export_onnx import MXNetGraph
+    from .onnx_converters import CONVERTERS, REPLACED
     saved = MXNetGraph.registry_
     resolved = {}
     for version in sorted(v for v in saved if v <= opset):

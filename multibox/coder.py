@@ -20,22 +20,24 @@ def split_corners(F, boxes):
     return F.split(boxes, axis=-1, num_outputs=4)
 
 
-def encode(F, anchors, boxes, variances):
+def encode(F, anchors, boxes, variances, axis=-1):
     """Offsets of ``boxes`` relative to ``anchors``, the inverse of :func:`decode`.
 
     Parameters
     ----------
-    anchors : (1, N, 4) or (B, N, 4) corner boxes.
-    boxes : (B, N, 4) corner boxes matched to each anchor.
+    anchors : (1, N, 4) or (B, N, 4) corner boxes, or (1, 4, N) / (B, 4, N) with ``axis=1``.
+    boxes : (B, N, 4) corner boxes matched to each anchor, or (B, 4, N) with ``axis=1``.
     variances : 4 floats ``(vx, vy, vw, vh)`` dividing the offsets.
+    axis : the axis holding the 4 coordinates; ``axis=1`` splits and concatenates contiguous
+        blocks, several times cheaper than on the last axis.
 
     Returns
     -------
-    (B, N, 4) offsets ``[dx, dy, dw, dh]``.
+    (B, N, 4) offsets ``[dx, dy, dw, dh]``, or (B, 4, N) with ``axis=1``.
     """
     vx, vy, vw, vh = variances
-    al, at, ar, ab = split_corners(F, anchors)
-    gl, gt, gr, gb = split_corners(F, boxes)
+    al, at, ar, ab = F.split(anchors, axis=axis, num_outputs=4)
+    gl, gt, gr, gb = F.split(boxes, axis=axis, num_outputs=4)
     aw, ah = ar - al, ab - at
     ax, ay = (al + ar) * 0.5, (at + ab) * 0.5
     gw, gh = gr - gl, gb - gt
@@ -44,7 +46,7 @@ def encode(F, anchors, boxes, variances):
     dy = F.broadcast_div(F.broadcast_sub(gy, ay), ah) / vy
     dw = F.log(F.broadcast_div(gw, aw)) / vw
     dh = F.log(F.broadcast_div(gh, ah)) / vh
-    return F.concat(dx, dy, dw, dh, dim=-1)
+    return F.concat(dx, dy, dw, dh, dim=axis)
 
 
 def decode(F, anchors, offsets, variances, axis=-1):

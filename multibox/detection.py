@@ -20,8 +20,7 @@ import math
 from . import coder
 from .classes import background_and_foreground_max
 from .nms import greedy_nms_keep
-from .ordering import (batch_index, compacted_sources, descending_key, gather_columns,
-                       gather_rows, row_index)
+from .ordering import compacted_sources, descending_key, gather_columns, gather_rows
 from .params import as_bool, as_int, dmlc_float, float_tuple
 from .validate import CheckedBlock, check_anchors, check_array
 
@@ -88,8 +87,9 @@ class MultiBoxDetection(CheckedBlock):
         # keeps autograd from running the backward of the ordering operators at all.
         loc_pred, anchor = F.stop_gradient(loc_pred), F.stop_gradient(anchor)
         best = F.stop_gradient(_best_foreground(F, cls_prob))
-        # `not score < threshold` rather than `>=`: a NaN threshold keeps everything.
-        valid = (best > -1) * (1 - (best < self._threshold))
+        # `not score < threshold` rather than `>=`: a NaN threshold keeps everything. As 0/1
+        # masks, `a > b` is `a and not b`: one operator instead of a negation and a product.
+        valid = F.broadcast_greater(best > -1, best < self._threshold)
         if not self._sorts():
             class_id = _first_best_class(F, cls_prob, best)
             rows = self._anchor_rows(F, class_id, best, loc_pred, anchor)
@@ -191,15 +191,17 @@ def _compact(F, rows, valid, head=None, head_length=0):
     """
     flat = F.reshape(rows, (-3, 0))
     minus_row = F.ones_like(F.slice_axis(flat, axis=0, begin=0, end=1)) * -1
-    source = compacted_sources(F, valid)  # flat row of the r-th valid row, or -1
-    minus_index = F.broadcast_add(F.zeros_like(source), F.reshape(F.sum(F.ones_like(valid)),
-                                                                  (1, 1)))
-    index = F.where(source >= 0, source, minus_index)
+    source, count = compacted_sources(F, valid)
+    minus_index = F.reshape(F.cast(F.size_array(valid), dtype='float32'), (1, 1))  # B * N
+    position = F.reshape(F.contrib.arange_like(valid, axis=1), (1, -1))
+    index = F.where(F.broadcast_lesser(position, count), source,
+                    F.broadcast_like(minus_index, source))
     tables = [flat, minus_row]
     if head is not None:
-        position = row_index(F, valid)
-        head_index = batch_index(F, valid) * head_length + position + minus_index + 1
-        index = F.where(position < head_length, head_index, index)
+        head_start = F.broadcast_add(F.reshape(F.contrib.arange_like(valid, axis=0),
+                                               (-1, 1)) * head_length, minus_index + 1)
+        in_head = F.broadcast_like(position < head_length, index)
+        index = F.where(in_head, F.broadcast_add(position, head_start), index)
         tables.append(F.reshape(head, (-3, 0)))
     return F.reshape_like(F.take(F.concat(*tables, dim=0), F.reshape(index, (-1,))), rows)
 

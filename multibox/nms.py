@@ -21,7 +21,7 @@ import math
 
 import numpy as np
 
-from .ordering import row_index
+from .ordering import axis_length, row_index
 from .params import dmlc_float
 
 __all__ = ['below_threshold_text', 'greedy_nms_keep']
@@ -90,7 +90,7 @@ def _mark_positions(F, positions):
     to ``0..K-1``, padding slots to a spare block ``K..2K-1`` that is cut off afterwards.
     """
     listed = positions >= 0
-    spare = F.broadcast_add(row_index(F, positions), F.sum(F.ones_like(positions), axis=1, keepdims=True))
+    spare = F.broadcast_add(row_index(F, positions), F.reshape(axis_length(F, positions, 1), (1, 1)))
     targets = F.where(listed, positions, spare)
     doubled = F.concat(positions, positions, dim=1)
     flat_targets = F.reshape(targets + _row_offset(F, doubled, positions), (-1,))
@@ -101,6 +101,6 @@ def _mark_positions(F, positions):
 
 def _row_offset(F, doubled, positions):
     """``b * 2K`` for every element of ``positions`` (B, K), where ``doubled`` is (B, 2K)."""
-    width = F.sum(F.ones_like(doubled), axis=1, keepdims=True)
+    width = F.reshape(axis_length(F, doubled, 1), (1, 1))
     batch = F.reshape(F.contrib.arange_like(doubled, axis=0), (-1, 1))
-    return F.broadcast_like(batch * width, positions)
+    return F.broadcast_like(F.broadcast_mul(batch, width), positions)

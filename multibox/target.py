@@ -13,8 +13,8 @@ out-of-range index when a code is set, so hybridized, symbolic and exported grap
 waits for its outputs, and on such a failure recomputes the codes imperatively and raises a
 ``ValueError`` naming the image and the cause.
 
-Symbol graphs: the only control flow is a ``foreach`` running maximum over the classes in the
-mining stage (no ``while_loop``/``cond``, through which MXNet infers no shapes), so graphs run
+Symbol graphs: no control-flow operator (no ``foreach``, which read stale inputs inside large
+``Module`` graphs, no ``while_loop``/``cond``, through which MXNet infers no shapes), so graphs run
 under CachedOp (``hybridize``, ``SymbolBlock``, exported JSON) and under legacy
 ``Symbol.bind``/``mx.mod.Module``. Hybridize with ``static_alloc=True`` only:
 with ``static_shape=True`` MXNet 1.9.1 computed wrong results for some inputs (not understood).
@@ -195,15 +195,21 @@ class MultiBoxTarget(CheckedBlock):
 
         ``positive, negative, gt_index (B, N)``, ``has_gt (B, 1)``.
         """
-        rows_per_image = F.sum(F.ones_like(F.slice_axis(label, axis=2, begin=0, end=1)),
-                               axis=(1, 2), keepdims=True)  # (1, 1) M (a tiny reduction)
-        first_row = F.broadcast_mul(F.reshape(F.contrib.arange_like(gt_index, axis=0), (-1, 1)),
-                                    F.reshape(F.slice_axis(rows_per_image, axis=0, begin=0,
-                                                           end=1), (1, 1)))
-        rows = F.take(F.reshape(F.slice_axis(label, axis=2, begin=0, end=5), (-3, 0)),
-                      F.broadcast_add(gt_index, first_row))  # (B, N, 5) matched label rows
-        matched_class = F.reshape(F.slice_axis(rows, axis=2, begin=0, end=1), (0, 0))
-        offsets = encode(F, anchor, F.slice_axis(rows, axis=2, begin=1, end=5), self._variances)
+        # the matched label columns (B, 5, N) by one take from the (B, 5, M) transposed labels:
+        # column c of image b starts at (b * 5 + c) * M; coordinate-major rows keep the encoding
+        # on contiguous blocks (last-axis splits and concats cost ~4 ms at SSD300 batch 8)
+        columns = F.transpose(F.slice_axis(label, axis=2, begin=0, end=5), axes=(0, 2, 1))
+        rows_per_image = F.reshape(F.cast(F.slice_axis(F.shape_array(label), axis=0, begin=1,
+                                                       end=2), dtype='float32'), (1, 1, 1))
+        starts = F.broadcast_mul(F.reshape(F.contrib.arange_like(
+            F.reshape(F.slice_axis(columns, axis=2, begin=0, end=1), (-1,))), (-1, 5, 1)),
+            rows_per_image)  # (B, 5, 1)
+        matched = F.take(F.reshape(columns, (-1,)),
+                         F.broadcast_add(starts, F.expand_dims(gt_index, 1)))  # (B, 5, N)
+        matched_class = F.reshape(F.slice_axis(matched, axis=1, begin=0, end=1), (0, -1))
+        offsets = encode(F, F.transpose(anchor, axes=(0, 2, 1)),
+                         F.slice_axis(matched, axis=1, begin=1, end=5), self._variances, axis=1)
+        offsets = F.transpose(offsets, axes=(0, 2, 1))  # (B, N, 4)
         mask = F.broadcast_like(F.expand_dims(positive, 2), offsets)
         loc_target = F.where(mask, offsets, F.zeros_like(offsets))
         ignore = F.ones_like(positive) * self._ignore_label

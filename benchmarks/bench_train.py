@@ -9,7 +9,9 @@ Prints the median time of one forward+backward at the same batch for:
    ``SSDDefaultTrainTransform`` does in the data workers) and ``SSDMultiBoxLoss`` (target:
    1. <= 1.0x this).
 
-No optimizer update in any of them. Example::
+No optimizer update and no data loading in any of them; ``benchmarks/bench_pipeline.py`` times
+the full training iteration (loading, augmentation, forward, backward, update) against GluonCV's
+train_ssd.py loop. Example::
 
     python benchmarks/bench_train.py --batch-size 4 --repeat 5
 """

@@ -32,6 +32,11 @@ from ssd.sources import DataSpec, open_split
 DEFAULT_SETS = {'synthetic': ('2007_trainval', '2007_test'), 'voc': ('2007_trainval,2012_trainval', '2007_test'),
                 'coco': ('train2017', 'val2017'), 'rec': ('', '')}
 log = logging.getLogger('train')
+# He initialisation by fan-in. mxnet-ssd's fan-out variant gives MobileNet's depthwise filters
+# (fan-in 9, fan-out 9 * channels) weights ~sqrt(channels) too small; the BatchNorm after them
+# undoes the scale in the forward pass, but the effective learning rate of a weight followed by
+# BatchNorm grows as 1 / |w|^2, so training from scratch diverged in its first steps.
+INITIALIZER = mx.init.Xavier(rnd_type='gaussian', factor_type='in', magnitude=2)
 
 
 class NonFiniteLoss(RuntimeError):
@@ -61,8 +66,10 @@ def parse_args(argv=None):
     model.add_argument('--freeze', default=None, help='regex of parameter names kept fixed')
     opt = p.add_argument_group('optimisation')
     opt.add_argument('--batch-size', type=int, default=16, help='total over all devices')
-    opt.add_argument('--optimizer', default='sgd', choices=['sgd', 'nag', 'adam', 'rmsprop'])
-    opt.add_argument('--lr', type=float, default=0.01)
+    # defaults: the out-of-the-box synthetic run (from scratch, 15 minutes); mxnet-ssd's VOC
+    # recipe with a pretrained VGG16 is --optimizer sgd --lr 0.004 (see README)
+    opt.add_argument('--optimizer', default='adam', choices=['sgd', 'nag', 'adam', 'rmsprop'])
+    opt.add_argument('--lr', type=float, default=0.008)
     opt.add_argument('--momentum', type=float, default=0.9)
     opt.add_argument('--wd', type=float, default=5e-4)
     opt.add_argument('--lr-steps', default='14,18', help='comma list of epochs where lr is multiplied by --lr-factor')
@@ -233,7 +240,7 @@ def build_module(args, num_classes, width, ctx, kv, begin_epoch, batches_per_epo
     module.bind(data_shapes=[('data', (args.batch_size, 3, args.data_shape, args.data_shape))],
                 label_shapes=[('label', (args.batch_size, width, 6))])
     arg_params, aux_params, states = initial_params(args, module)
-    module.init_params(initializer=mx.init.Xavier(rnd_type='gaussian', factor_type='out', magnitude=2),
+    module.init_params(initializer=INITIALIZER,
                        arg_params=arg_params, aux_params=aux_params, allow_missing=True, allow_extra=True)
     with warnings.catch_warnings():  # Module expects rescale 1/batch; 'valid' losses need 1/devices
         warnings.filterwarnings('ignore', message='Optimizer created manually')

@@ -15,12 +15,15 @@ Augmentation is GluonCV's SSD training transform (photometric distortion, zoom-o
 IoU-constrained random crop, random interpolation, flip). Every sample reseeds NumPy from
 ``(seed, epoch, index)``, so augmentation is reproducible whichever worker process loads it.
 """
+import ctypes
+import os
 import random
 
 import numpy as np
 from gluoncv.data.transforms import image as gimage
 from gluoncv.data.transforms.presets.ssd import SSDDefaultTrainTransform
 from mxnet import gluon, image as mximage, nd
+from mxnet.base import _LIB
 
 __all__ = ['MEAN', 'STD', 'preprocess', 'FileSource', 'DetectionDataset', 'EpochSampler', 'label_width']
 
@@ -71,11 +74,15 @@ class DetectionDataset(gluon.data.Dataset):
         self.train = train
         self.seed = seed
         self._augment = SSDDefaultTrainTransform(data_shape, data_shape, mean=MEAN, std=STD)
+        self._owner_pid = os.getpid()
+        self._single_threaded = False
 
     def __len__(self):
         return len(self.source)
 
     def __getitem__(self, item):
+        self._limit_worker_threads()
+        item = int(item)  # samplers may hand out NumPy integers
         index, epoch = item % len(self.source), item // len(self.source)
         bad = -1
         for attempt in range(_ATTEMPTS):
@@ -94,6 +101,16 @@ class DetectionDataset(gluon.data.Dataset):
         image, label = self._transform(raw_image, raw_label)
         meta = np.array([position, raw_image.shape[1], raw_image.shape[0], bad], dtype=np.float32)
         return image, self._pad(label), meta
+
+    def _limit_worker_threads(self):
+        """In a DataLoader worker process, run MXNet's image operators on one OpenMP thread.
+
+        Workers handle one image at a time; with MXNet's default (one thread per core) each
+        worker's spinning threads compete with the training step for the same cores.
+        """
+        if not self._single_threaded and os.getpid() != self._owner_pid:
+            _LIB.MXSetNumOMPThreads(ctypes.c_int(1))
+            self._single_threaded = True
 
     def _transform(self, image, label):
         """GluonCV transforms work on ``[xmin, ymin, xmax, ymax, class, difficult]`` pixels."""

@@ -164,23 +164,30 @@ def _features(config, data):
                                  f"its layers: {', '.join(body)}")
             features.append(body[layer])
         else:
-            features.append(_extra_layer(features[-1], k, config.num_filters[k],
-                                         config.kernels[k], config.strides[k], config.pads[k]))
+            features.append(_extra_layer(features[-1], k, config.num_filters[k], config.kernels[k],
+                                         config.strides[k], config.pads[k], config.extra_batchnorm))
     return features
 
 
-def _extra_layer(x, k, filters, kernel, stride, pad):
+def _extra_layer(x, k, filters, kernel, stride, pad, batchnorm):
     """mxnet-ssd's extra layer: 1x1 conv (max(128, filters // 2)) + ReLU, then
-    ``kernel`` x ``kernel`` conv (``filters``, ``stride``, ``pad``) + ReLU."""
-    x = _conv_relu(x, f"multi_feat_{k}_conv_1x1", max(128, filters // 2), 1, 1, 0)
-    return _conv_relu(x, f"multi_feat_{k}_conv_3x3", filters, kernel, stride, pad)
+    ``kernel`` x ``kernel`` conv (``filters``, ``stride``, ``pad``) + ReLU; with ``batchnorm``
+    each convolution is followed by a BatchNorm (as GluonCV's ``FeatureExpander``)."""
+    x = _conv_relu(x, f"multi_feat_{k}_conv_1x1", max(128, filters // 2), 1, 1, 0, batchnorm)
+    return _conv_relu(x, f"multi_feat_{k}_conv_3x3", filters, kernel, stride, pad, batchnorm)
 
 
-def _conv_relu(x, name, filters, kernel, stride, pad):
-    """Convolution ``{name}_conv`` (bias learning rate x2, as mxnet-ssd) + ReLU ``{name}_relu``."""
-    bias = mx.sym.var(f"{name}_conv_bias", init=mx.init.Constant(0.0), lr_mult=2.0)
-    x = mx.sym.Convolution(x, bias=bias, num_filter=filters, kernel=(kernel, kernel),
-                           stride=(stride, stride), pad=(pad, pad), name=f"{name}_conv")
+def _conv_relu(x, name, filters, kernel, stride, pad, batchnorm=False):
+    """Convolution ``{name}_conv`` (bias learning rate x2, as mxnet-ssd) + ReLU ``{name}_relu``;
+    with ``batchnorm``, the convolution has no bias and BatchNorm ``{name}_bn`` comes before the ReLU."""
+    options = dict(num_filter=filters, kernel=(kernel, kernel), stride=(stride, stride), pad=(pad, pad),
+                   name=f"{name}_conv")
+    if batchnorm:
+        x = mx.sym.Convolution(x, no_bias=True, **options)
+        x = mx.sym.BatchNorm(x, name=f"{name}_bn")
+    else:
+        bias = mx.sym.var(f"{name}_conv_bias", init=mx.init.Constant(0.0), lr_mult=2.0)
+        x = mx.sym.Convolution(x, bias=bias, **options)
     return mx.sym.Activation(x, act_type='relu', name=f"{name}_relu")
 
 

@@ -37,8 +37,25 @@ def test_any_data_shape_anchors_follow_feature_maps():
     assert _num_anchors(symbols.get_symbol('vgg16_reduced', 20, 320), 320) == \
         40 * 40 * 4 + 20 * 20 * 6 + 10 * 10 * 6 + 5 * 5 * 6 + 3 * 3 * 4 + 4
     grids = layer_anchors(presets.get_config(LIGHT, LIGHT_SHAPE), (LIGHT_SHAPE, 96))
-    assert [g.shape[:2] for g in grids] == [(8, 6), (4, 3), (2, 2), (1, 1), (1, 1), (1, 1),
+    assert [g.shape[:2] for g in grids] == [(16, 12), (8, 6), (4, 3), (2, 2), (1, 1), (1, 1),
                                             (1, 1)]
+
+
+def test_mobilenet_small_inputs_predict_from_stride_8():
+    # below 300 px the first layer is the stride-8 relu10 (32x32 at 256), from 300 on mxnet-ssd's
+    small, large = presets.get_config(LIGHT, 256), presets.get_config(LIGHT, 300)
+    assert small.from_layers[:3] == ('relu10', 'relu22', 'relu26')
+    assert large.from_layers[:2] == ('relu22', 'relu26')
+    assert _num_anchors(symbols.get_symbol(LIGHT, 4, 256), 256) == \
+        32 * 32 * 4 + 16 * 16 * 6 + 8 * 8 * 6 + 4 * 4 * 6 + 2 * 2 * 6 + 4 + 4
+
+
+def test_mobilenet_extra_layers_have_batchnorm_vgg_does_not():
+    def extra_batchnorms(network, shape):
+        nodes = json.loads(symbols.get_symbol(network, 4, shape).tojson())['nodes']
+        return [n['name'] for n in nodes if n['op'] == 'BatchNorm' and n['name'].startswith('multi_feat')]
+    assert extra_batchnorms(LIGHT, 256)[:2] == ['multi_feat_3_conv_1x1_bn', 'multi_feat_3_conv_3x3_bn']
+    assert extra_batchnorms('vgg16_reduced', 300) == []
 
 
 def test_steps_used_only_at_the_base_shape():

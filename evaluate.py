@@ -55,6 +55,8 @@ def parse_args(argv=None):
     p.set_defaults(voc07=True, use_difficult=False, force_nms=False)
     args = p.parse_args(argv)
     args.val_sets = [s for s in (args.val_sets or DEFAULT_SETS[args.dataset]).split(',') if s]
+    if args.dataset == 'coco' and len(args.val_sets) > 1:  # COCO AP is scored against one json file
+        p.error(f"--dataset coco evaluates one split at a time, got --val-sets {','.join(args.val_sets)}")
     return args
 
 

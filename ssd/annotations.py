@@ -110,6 +110,8 @@ def load_coco(root, split, class_names=None):
 
     Class ids follow the order of ``class_names`` (default: COCO's category order). Crowd
     annotations are skipped, as in mxnet-ssd and GluonCV. Returns ``(records, problems, names)``.
+    Raises ValueError if a name in ``class_names`` is not a category of the json file (such a
+    class could never be trained, nor its detections scored by pycocotools).
     """
     ann_file = os.path.join(root, 'annotations', f'instances_{split}.json')
     if not os.path.isfile(ann_file):
@@ -118,6 +120,10 @@ def load_coco(root, split, class_names=None):
     with open(ann_file) as f:
         data = json.load(f)
     categories = {c['id']: c['name'] for c in data['categories']}
+    unknown = [name for name in class_names or [] if name not in categories.values()]
+    if unknown:
+        raise ValueError(f"class names {unknown} are not categories of {ann_file}: "
+                         f"{sorted(categories.values())}")
     names = class_names or [categories[k] for k in sorted(categories)]
     objects = {}
     for ann in data['annotations']:

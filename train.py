@@ -69,7 +69,7 @@ def parse_args(argv=None):
     # defaults: the out-of-the-box synthetic run (from scratch, 15 minutes); mxnet-ssd's VOC
     # recipe with a pretrained VGG16 is --optimizer sgd --lr 0.004 (see README)
     opt.add_argument('--optimizer', default='adam', choices=['sgd', 'nag', 'adam', 'rmsprop'])
-    opt.add_argument('--lr', type=float, default=0.008)
+    opt.add_argument('--lr', type=float, default=0.006)
     opt.add_argument('--momentum', type=float, default=0.9)
     opt.add_argument('--wd', type=float, default=5e-4)
     opt.add_argument('--lr-steps', default='14,18', help='comma list of epochs where lr is multiplied by --lr-factor')

@@ -169,3 +169,16 @@ def test_dist_sync_on_loopback(data_root, tmp_path):
     second = mx.nd.load(str(tmp_path / 'worker1' / 'ssd-0001.params'))
     weights = [k for k in first if k.startswith('arg:')]  # BatchNorm statistics stay per worker
     assert weights and all(np.allclose(first[k].asnumpy(), second[k].asnumpy(), atol=1e-5) for k in weights)
+
+
+def test_weights_start_at_he_fan_in_scale():
+    # A depthwise 3x3 filter has fan-in 9: std sqrt(2/9). mxnet-ssd's fan-out variant gives
+    # sqrt(2/(9*256)) for 256 channels; behind BatchNorm such small weights get a huge effective
+    # learning rate, and from-scratch MobileNet training diverged in its first steps.
+    depthwise = mx.nd.zeros((256, 1, 3, 3))
+    train.INITIALIZER(mx.init.InitDesc('mobilenet_conv25_weight'), depthwise)
+    assert abs(float(depthwise.asnumpy().std()) - (2 / 9) ** 0.5) < 0.03
+    bias = mx.nd.ones((8,))
+    train.INITIALIZER(mx.init.InitDesc('relu10_cls_pred_conv_bias'), bias)
+    assert not bias.asnumpy().any()
+

@@ -73,7 +73,7 @@ def parse_args(argv=None):
     opt.add_argument('--lr', type=float, default=0.006)
     opt.add_argument('--momentum', type=float, default=0.9)
     opt.add_argument('--wd', type=float, default=5e-4)
-    opt.add_argument('--lr-steps', default='14,18', help='comma list of epochs where lr is multiplied by --lr-factor')
+    opt.add_argument('--lr-steps', default='16,19', help='comma list of epochs where lr is multiplied by --lr-factor')
     opt.add_argument('--lr-factor', type=float, default=0.1)
     opt.add_argument('--warmup-epochs', type=float, default=1.0)
     opt.add_argument('--begin-epoch', type=int, default=0)

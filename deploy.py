@@ -19,7 +19,6 @@ the original width/height) and ``class_id`` -1 for suppressed or empty rows.
 fails; the MXNet files are written first).
 """
 import argparse
-import importlib
 import logging
 import os
 import sys
@@ -90,16 +89,9 @@ def write_deploy(model, prefix):
 
 def export_onnx(model, path, batch_size, opset=None):
     """``ssd.onnx_export.export_onnx`` (which writes atomically) on the deploy graph."""
-    try:
-        exporter = importlib.import_module('ssd.onnx_export')  # optional: imported only when asked for
-    except ModuleNotFoundError as error:
-        if error.name != 'ssd.onnx_export':
-            raise
-        raise RuntimeError('this checkout has no ONNX exporter (ssd/onnx_export.py)') from error
+    from ssd.onnx_export import export_onnx as export  # needs the optional onnx package: only when asked
     options = {} if opset is None else {'opset': opset}
-    exporter.export_onnx(model.symbol, model.arg_params, model.aux_params, model.data_shape, batch_size, path,
-                         **options)
-
+    export(model.symbol, model.arg_params, model.aux_params, model.data_shape, batch_size, path, **options)
 
 if __name__ == '__main__':
     sys.exit(main())

@@ -130,9 +130,9 @@ def test_onnx_export_calls_the_exporter(prefix, tmp_path, monkeypatch):
     assert (data_shape, batch_size, opset) == (SHAPE, 2, 13) and target.read_text() == 'onnx'
 
 
-def test_onnx_export_without_the_exporter_is_a_clear_error(tmp_path, monkeypatch, caplog):
-    monkeypatch.setitem(sys.modules, 'ssd.onnx_export', None)  # as if ssd/onnx_export.py did not exist
+def test_onnx_export_without_the_onnx_package_is_a_clear_error(tmp_path, monkeypatch, caplog):
+    monkeypatch.setitem(sys.modules, 'onnx', None)  # as if the optional onnx package were not installed
     prefix = save_checkpoint(tmp_path / 'ssd')
     assert deploy.main(['--prefix', prefix, '--epoch', '1', '--onnx', str(tmp_path / 'm.onnx')]) == 1
-    assert 'no ONNX exporter (ssd/onnx_export.py)' in caplog.text
+    assert 'needs the onnx package' in caplog.text and '.[onnx]' in caplog.text
     assert os.path.isfile(f'{prefix}-deploy-symbol.json') and not (tmp_path / 'm.onnx').exists()

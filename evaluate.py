@@ -20,7 +20,7 @@ from ssd.annotations import read_class_names
 from ssd.dataset import DetectionDataset, EpochSampler, label_width
 from ssd.evaluation import VOCEvaluator, coco_ap, format_ap_table
 from ssd.inference import Detector, contexts, evaluate_loader
-from ssd.sources import DataSpec, open_split
+from ssd.sources import DataSpec, open_split, report_problems
 
 DEFAULT_SETS = {'synthetic': '2007_test', 'voc': '2007_test', 'coco': 'val2017', 'rec': ''}
 log = logging.getLogger('evaluate')
@@ -80,6 +80,7 @@ def evaluate(args):
     class_names = read_class_names(args.class_names) or info.get('class_names')
     split = open_split(DataSpec(args.dataset, args.data_root, args.val_sets, args.val_path, class_names,
                                 args.num_class, args.use_difficult))
+    report_problems(split.problems, log)
     class_names = split.class_names
     width = label_width(split.source)
     dataset = DetectionDataset(split.source, data_shape, width, train=False)

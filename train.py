@@ -28,7 +28,7 @@ from ssd.annotations import read_class_names
 from ssd.dataset import DetectionDataset, EpochSampler, label_width
 from ssd.evaluation import VOCEvaluator, format_ap_table
 from ssd.inference import Detector, contexts, evaluate_loader
-from ssd.sources import DataSpec, open_split
+from ssd.sources import DataSpec, open_split, report_problems
 
 DEFAULT_SETS = {'synthetic': ('2007_trainval', '2007_test'), 'voc': ('2007_trainval,2012_trainval', '2007_test'),
                 'coco': ('train2017', 'val2017'), 'rec': ('', '')}
@@ -73,6 +73,8 @@ def parse_args(argv=None):
     opt.add_argument('--lr', type=float, default=0.006)
     opt.add_argument('--momentum', type=float, default=0.9)
     opt.add_argument('--wd', type=float, default=5e-4)
+    opt.add_argument('--lr-mode', default='step', choices=['step', 'cosine'],
+                     help='step: multiply by --lr-factor at --lr-steps; cosine: decay to 0 by --end-epoch')
     opt.add_argument('--lr-steps', default='16,19', help='comma list of epochs where lr is multiplied by --lr-factor')
     opt.add_argument('--lr-factor', type=float, default=0.1)
     opt.add_argument('--warmup-epochs', type=float, default=1.0)
@@ -185,20 +187,13 @@ def open_splits(args):
              for sets, path in ((args.train_sets, args.train_path), (args.val_sets, args.val_path))]
     train_split, val_split = open_split(specs[0]), open_split(specs[1])
     for split in (train_split, val_split):
-        report_problems(split.problems)
+        report_problems(split.problems, log)
     if args.num_class is not None and args.num_class != len(train_split.class_names):
         raise ValueError(f"--num-class {args.num_class} does not match the {len(train_split.class_names)} "
                          f"class names {train_split.class_names}")
     if len(train_split.source) == 0:
         raise ValueError('the training set is empty')
     return train_split, val_split
-
-
-def report_problems(problems, shown=20):
-    for problem in problems[:shown]:
-        log.warning('skipped: %s: %s', problem.path, problem.message)
-    if len(problems) > shown:
-        log.warning('... and %d more annotation problems', len(problems) - shown)
 
 
 def first_epoch(args):
@@ -283,7 +278,11 @@ def make_optimizer(args, begin_epoch, batches_per_epoch, num_devices):
     steps = [s * batches_per_epoch for s in args.lr_steps if s > 0]
     warmup = int(args.warmup_epochs * batches_per_epoch)
     scheduler = None
-    if steps or warmup:
+    if args.lr_mode == 'cosine':
+        total = max(args.end_epoch * batches_per_epoch, warmup + 1)
+        scheduler = mx.lr_scheduler.CosineScheduler(total, base_lr=args.lr, final_lr=0, warmup_steps=warmup,
+                                                    warmup_begin_lr=args.lr * 0.01, warmup_mode='linear')
+    elif steps or warmup:
         scheduler = mx.lr_scheduler.MultiFactorScheduler(
             step=steps or [10 ** 12], factor=args.lr_factor, base_lr=args.lr, warmup_steps=warmup,
             warmup_begin_lr=args.lr * 0.01, warmup_mode='linear')

@@ -4,6 +4,7 @@
 ``2007_trainval``...; COCO: ``train2017``...) or ``--train-path``/``--val-path`` (RecordIO), and
 ``--class-names``/``--num-class``. Each source gives ``(image, pixel label)`` pairs by index.
 """
+import logging
 import os
 from collections import namedtuple
 
@@ -11,7 +12,7 @@ from . import annotations, synthetic
 from .dataset import FileSource
 from .records import RecordSource
 
-__all__ = ['VOC_CLASSES', 'DataSpec', 'open_split', 'default_cache_dir']
+__all__ = ['VOC_CLASSES', 'DataSpec', 'open_split', 'report_problems', 'default_cache_dir']
 
 VOC_CLASSES = ('aeroplane', 'bicycle', 'bird', 'boat', 'bottle', 'bus', 'car', 'cat', 'chair', 'cow',
                'diningtable', 'dog', 'horse', 'motorbike', 'person', 'pottedplant', 'sheep', 'sofa',
@@ -60,3 +61,11 @@ def _voc_split(root, sets, class_names, use_difficult):
 def _require(value, what):
     if not value:
         raise ValueError(f"this dataset needs {what}")
+
+
+def report_problems(problems, log=logging.getLogger('ssd'), shown=20):
+    """Log the skipped annotation files of a split, each with its path and reason."""
+    for problem in problems[:shown]:
+        log.warning('skipped: %s: %s', problem.path, problem.message)
+    if len(problems) > shown:
+        log.warning('... and %d more annotation problems', len(problems) - shown)

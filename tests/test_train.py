@@ -1,6 +1,7 @@
 """train.py and evaluate.py end to end on a tiny synthetic set (mobilenet0.25, small inputs)."""
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -135,6 +136,20 @@ def test_evaluate_prints_ap_table_and_saves_pixel_detections(data_root, tmp_path
     assert evaluate.main(['--data-root', data_root, '--prefix', str(tmp_path / 'none')]) == 2
 
 
+def test_evaluate_reports_and_skips_a_broken_annotation(data_root, tmp_path, capsys):
+    prefix = tmp_path / 'ssd'
+    assert run_train(data_root, prefix, '--end-epoch', '1', '--val-interval', '0') == 0
+    copy = tmp_path / 'copy'
+    shutil.copytree(data_root, copy)
+    test_names = (copy / 'VOC2007' / 'ImageSets' / 'Main' / 'test.txt').read_text().split()
+    (copy / 'VOC2007' / 'Annotations' / f'{test_names[0]}.xml').write_text('<annotation><object>')
+    assert evaluate.main(['--data-root', str(copy), '--prefix', str(prefix), '--epoch', '1',
+                          '--num-workers', '0']) == 0
+    printed = capsys.readouterr()
+    assert f'{test_names[0]}.xml: unreadable annotation' in printed.err
+    assert f'{len(test_names) - 1} images' in printed.out
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(('127.0.0.1', 0))
@@ -182,3 +197,16 @@ def test_weights_start_at_he_fan_in_scale():
     train.INITIALIZER(mx.init.InitDesc('relu10_cls_pred_conv_bias'), bias)
     assert not bias.asnumpy().any()
 
+
+
+@pytest.mark.parametrize('mode', ['step', 'cosine'])
+def test_learning_rate_schedule_warms_up_then_decays(mode):
+    args = train.parse_args(['--lr', '0.01', '--lr-mode', mode, '--lr-steps', '3', '--lr-factor', '0.1',
+                             '--warmup-epochs', '1', '--end-epoch', '4'])
+    scheduler = train.make_optimizer(args, begin_epoch=0, batches_per_epoch=10, num_devices=1).lr_scheduler
+    assert scheduler(0) == pytest.approx(0.0001)  # warm-up starts at lr / 100
+    assert scheduler(10) == pytest.approx(0.01)  # full lr once the first epoch is done
+    if mode == 'step':
+        assert scheduler(29) == pytest.approx(0.01) and scheduler(31) == pytest.approx(0.001)
+    else:  # half-way through the 30 post-warm-up updates: half the lr; zero at the end
+        assert scheduler(25) == pytest.approx(0.005) and scheduler(40) == pytest.approx(0.0)

@@ -3,7 +3,7 @@
     python train.py                      # mobilenet0.25, 256 px, synthetic shapes, CPU
     python train.py --gpus 0,1 --dataset voc --data-root ~/data/VOCdevkit --network vgg16_reduced \\
         --data-shape 300 --pretrained vgg16_atrous.params --batch-size 32 --optimizer sgd --lr 0.004 \\
-        --end-epoch 240 --lr-steps 160,200
+        --end-epoch 240 --lr-steps 160,200 --lr-factor 0.1
 
 Writes ``PREFIX-symbol.json``, ``PREFIX-%04d.params`` (+ ``.states``, ``.json``) every epoch,
 ``PREFIX-best.params``, ``PREFIX-metrics.csv`` / ``.png`` and a log file.
@@ -68,15 +68,15 @@ def parse_args(argv=None):
     opt = p.add_argument_group('optimisation')
     opt.add_argument('--batch-size', type=int, default=16, help='total over all devices')
     # defaults: the out-of-the-box synthetic run (from scratch, 15 minutes); mxnet-ssd's VOC
-    # recipe with a pretrained VGG16 is --optimizer sgd --lr 0.004 (see README)
+    # recipe with a pretrained VGG16 is --optimizer sgd --lr 0.004 --lr-factor 0.1 (see README)
     opt.add_argument('--optimizer', default='adam', choices=['sgd', 'nag', 'adam', 'rmsprop'])
     opt.add_argument('--lr', type=float, default=0.006)
     opt.add_argument('--momentum', type=float, default=0.9)
     opt.add_argument('--wd', type=float, default=5e-4)
     opt.add_argument('--lr-mode', default='step', choices=['step', 'cosine'],
                      help='step: multiply by --lr-factor at --lr-steps; cosine: decay to 0 by --end-epoch')
-    opt.add_argument('--lr-steps', default='16,19', help='comma list of epochs where lr is multiplied by --lr-factor')
-    opt.add_argument('--lr-factor', type=float, default=0.1)
+    opt.add_argument('--lr-steps', default='15,18', help='comma list of epochs where lr is multiplied by --lr-factor')
+    opt.add_argument('--lr-factor', type=float, default=0.3)
     opt.add_argument('--warmup-epochs', type=float, default=1.0)
     opt.add_argument('--begin-epoch', type=int, default=0)
     opt.add_argument('--end-epoch', type=int, default=20)

@@ -12,7 +12,8 @@ A sample is ``(image, label, meta)``:
   by the next readable one (so one bad file never stops an epoch; the caller reports it).
 
 Augmentation is GluonCV's SSD training transform (photometric distortion, zoom-out expansion,
-IoU-constrained random crop, random interpolation, flip). Every sample reseeds NumPy from
+IoU-constrained random crop, random interpolation, flip), run by :mod:`ssd.augment` with a
+faster, result-identical crop sampler. Every sample reseeds NumPy from
 ``(seed, epoch, index)``, so augmentation is reproducible whichever worker process loads it.
 """
 import ctypes
@@ -21,9 +22,10 @@ import random
 
 import numpy as np
 from gluoncv.data.transforms import image as gimage
-from gluoncv.data.transforms.presets.ssd import SSDDefaultTrainTransform
 from mxnet import gluon, image as mximage, nd
 from mxnet.base import _LIB
+
+from .augment import SSDTrainAugment
 
 __all__ = ['MEAN', 'STD', 'preprocess', 'FileSource', 'DetectionDataset', 'EpochSampler', 'label_width']
 
@@ -73,7 +75,7 @@ class DetectionDataset(gluon.data.Dataset):
         self.width = width
         self.train = train
         self.seed = seed
-        self._augment = SSDDefaultTrainTransform(data_shape, data_shape, mean=MEAN, std=STD)
+        self._augment = SSDTrainAugment(data_shape, data_shape, mean=MEAN, std=STD)
         self._owner_pid = os.getpid()
         self._single_threaded = False
 

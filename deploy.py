@@ -93,5 +93,6 @@ def export_onnx(model, path, batch_size, opset=None):
     options = {} if opset is None else {'opset': opset}
     export(model.symbol, model.arg_params, model.aux_params, model.data_shape, batch_size, path, **options)
 
+
 if __name__ == '__main__':
     sys.exit(main())

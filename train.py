@@ -278,14 +278,13 @@ def make_optimizer(args, begin_epoch, batches_per_epoch, num_devices):
     steps = [s * batches_per_epoch for s in args.lr_steps if s > 0]
     warmup = int(args.warmup_epochs * batches_per_epoch)
     scheduler = None
+    warmup_options = dict(base_lr=args.lr, warmup_steps=warmup, warmup_begin_lr=args.lr * 0.01, warmup_mode='linear')
     if args.lr_mode == 'cosine':
         total = max(args.end_epoch * batches_per_epoch, warmup + 1)
-        scheduler = mx.lr_scheduler.CosineScheduler(total, base_lr=args.lr, final_lr=0, warmup_steps=warmup,
-                                                    warmup_begin_lr=args.lr * 0.01, warmup_mode='linear')
+        scheduler = mx.lr_scheduler.CosineScheduler(total, final_lr=0, **warmup_options)
     elif steps or warmup:
-        scheduler = mx.lr_scheduler.MultiFactorScheduler(
-            step=steps or [10 ** 12], factor=args.lr_factor, base_lr=args.lr, warmup_steps=warmup,
-            warmup_begin_lr=args.lr * 0.01, warmup_mode='linear')
+        scheduler = mx.lr_scheduler.MultiFactorScheduler(step=steps or [10 ** 12], factor=args.lr_factor,
+                                                         **warmup_options)
     params = dict(learning_rate=args.lr, wd=args.wd, lr_scheduler=scheduler,
                   rescale_grad=1.0 / num_devices,  # losses are 'valid'-normalised per device
                   begin_num_update=begin_epoch * batches_per_epoch)

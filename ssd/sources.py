@@ -4,7 +4,6 @@
 ``2007_trainval``...; COCO: ``train2017``...) or ``--train-path``/``--val-path`` (RecordIO), and
 ``--class-names``/``--num-class``. Each source gives ``(image, pixel label)`` pairs by index.
 """
-import logging
 import os
 from collections import namedtuple
 
@@ -63,8 +62,8 @@ def _require(value, what):
         raise ValueError(f"this dataset needs {what}")
 
 
-def report_problems(problems, log=logging.getLogger('ssd'), shown=20):
-    """Log the skipped annotation files of a split, each with its path and reason."""
+def report_problems(problems, log, shown=20):
+    """Log the skipped annotation files of a split on ``log``, each with its path and reason."""
     for problem in problems[:shown]:
         log.warning('skipped: %s: %s', problem.path, problem.message)
     if len(problems) > shown:

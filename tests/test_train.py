@@ -198,7 +198,6 @@ def test_weights_start_at_he_fan_in_scale():
     assert not bias.asnumpy().any()
 
 
-
 @pytest.mark.parametrize('mode', ['step', 'cosine'])
 def test_learning_rate_schedule_warms_up_then_decays(mode):
     args = train.parse_args(['--lr', '0.01', '--lr-mode', mode, '--lr-steps', '3', '--lr-factor', '0.1',

@@ -83,7 +83,8 @@ def ours(root, args):
     """train.py's training loader and Module; returns ``(loader, step)``."""
     options = train.parse_args(['--dataset', 'synthetic', '--data-root', root, '--network', 'vgg16_reduced',
                                 '--data-shape', str(SHAPE), '--batch-size', str(args.batch_size),
-                                '--num-workers', str(args.num_workers), '--seed', str(args.seed)])
+                                '--num-workers', str(args.num_workers), '--seed', str(args.seed),
+                                '--max-expand', '4'])  # GluonCV's zoom-out, as on the other side
     mx.random.seed(args.seed)
     train_split, val_split = train.open_splits(options)
     width = label_width(train_split.source, val_split.source)

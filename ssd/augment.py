@@ -32,15 +32,20 @@ class SSDTrainAugment:
     The same steps and random draws as GluonCV's ``SSDDefaultTrainTransform(width, height,
     mean=mean, std=std)`` without anchors; labels are ``[xmin, ymin, xmax, ymax, class, ...]``
     in pixels, returned in pixels of the ``width`` x ``height`` output.
+
+    ``max_expand`` is the largest zoom-out ratio (GluonCV's ``random_expand`` ``max_ratio``):
+    with its preset's 4 these steps are GluonCV's exactly; <= 1 never zooms out.
     """
 
-    def __init__(self, width, height, mean, std):
+    def __init__(self, width, height, mean, std, max_expand=4.0):
         self.width, self.height, self.mean, self.std = width, height, mean, std
+        self.max_expand = max_expand
 
     def __call__(self, image, label):
         image = eimage.random_color_distort(image)
         if np.random.uniform(0, 1) > 0.5:  # zoom out with probability 0.5
-            image, expand = gimage.random_expand(image, fill=[m * 255 for m in self.mean])
+            image, expand = gimage.random_expand(image, max_ratio=self.max_expand,
+                                                 fill=[m * 255 for m in self.mean])
             label = gbbox.translate(label, x_offset=expand[0], y_offset=expand[1])
         height, width, _ = image.shape
         label, (x0, y0, width, height) = random_crop_with_constraints(label, (width, height))

@@ -11,10 +11,10 @@ A sample is ``(image, label, meta)``:
   ``bad_index`` is ``-1``, or the index of an image that could not be decoded and was replaced
   by the next readable one (so one bad file never stops an epoch; the caller reports it).
 
-Augmentation is GluonCV's SSD training transform (photometric distortion, zoom-out expansion,
-IoU-constrained random crop, random interpolation, flip), run by :mod:`ssd.augment` with a
-faster, result-identical crop sampler. Every sample reseeds NumPy from
-``(seed, epoch, index)``, so augmentation is reproducible whichever worker process loads it.
+Augmentation is GluonCV's SSD training transform (photometric distortion, zoom-out expansion by
+up to ``max_expand``, IoU-constrained random crop, random interpolation, flip), run by
+:mod:`ssd.augment` with a faster, result-identical crop sampler. Every sample reseeds NumPy
+from ``(seed, epoch, index)``, so augmentation is reproducible whichever worker process loads it.
 """
 import ctypes
 import os
@@ -69,13 +69,13 @@ def preprocess(image, data_shape):
 class DetectionDataset(gluon.data.Dataset):
     """Samples of ``source`` resized to ``data_shape`` (augmented if ``train``), see module doc."""
 
-    def __init__(self, source, data_shape, width, train, seed=0):
+    def __init__(self, source, data_shape, width, train, seed=0, max_expand=4.0):
         self.source = source
         self.data_shape = data_shape
         self.width = width
         self.train = train
         self.seed = seed
-        self._augment = SSDTrainAugment(data_shape, data_shape, mean=MEAN, std=STD)
+        self._augment = SSDTrainAugment(data_shape, data_shape, mean=MEAN, std=STD, max_expand=max_expand)
         self._owner_pid = os.getpid()
         self._single_threaded = False
 

@@ -4,6 +4,7 @@ import random
 import mxnet as mx
 import numpy as np
 import pytest
+from gluoncv.data.transforms import image as gimage
 from gluoncv.data.transforms.experimental import bbox as gluoncv_bbox
 from gluoncv.data.transforms.presets.ssd import SSDDefaultTrainTransform
 
@@ -58,3 +59,25 @@ def test_augmentation_matches_gluoncv_ssd_train_transform(seed):
     np.testing.assert_array_equal(result_image.asnumpy(), expected_image.asnumpy())
     np.testing.assert_array_equal(result_label, expected_label)
     assert result_image.shape == (3, 96, 96)
+
+
+@pytest.mark.parametrize('max_expand', [1.0, 1.5, 4.0])
+def test_zoom_out_canvas_is_at_most_max_expand_times_the_image(monkeypatch, max_expand):
+    canvases, expand = [], gimage.random_expand
+
+    def spy(image, **kwargs):
+        result = expand(image, **kwargs)
+        canvases.append((image.shape[:2], result[0].shape[:2]))
+        return result
+    monkeypatch.setattr(augment.gimage, 'random_expand', spy)
+    ours = augment.SSDTrainAugment(64, 64, mean=MEAN, std=STD, max_expand=max_expand)
+    rng = np.random.RandomState(7)
+    seed_both(7)
+    for _ in range(40):
+        image = mx.nd.array(rng.randint(0, 256, (50, 80, 3)), dtype='uint8')
+        ours(image, random_label(rng, 80, 50, count=2))
+    ratios = [(big[0] / small[0], big[1] / small[1]) for small, big in canvases]
+    assert 10 < len(ratios) < 30  # zoom-out is tried with probability 0.5
+    assert all(1 <= r <= max_expand for pair in ratios for r in pair)
+    if max_expand > 1:
+        assert max(r for pair in ratios for r in pair) > 1 + (max_expand - 1) / 2

@@ -173,7 +173,7 @@ def test_gluoncv_weights_from_the_local_model_store(tmp_path, monkeypatch, caplo
 
 
 def test_shipped_model_finds_the_sample_objects(tmp_path):
-    # The shipped model (held-out VOC07 mAP 0.68) shows 8 of the 13 sample objects at the default
+    # The shipped model (held-out VOC07 mAP 0.73) shows 8 of the 13 sample objects at the default
     # 0.5 threshold, with no false alarm; it misses three flat crosses, a flat triangle and a small
     # rectangle.
     records = tmp_path / 'd.json'

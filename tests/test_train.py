@@ -113,9 +113,10 @@ def test_finetune_to_fewer_classes_reinitialises_only_the_class_predictors(data_
 
 
 def test_bad_arguments_exit_non_zero(data_root, tmp_path):
-    with pytest.raises(SystemExit) as error:
-        train.parse_args(['--batch-size', '0'])
-    assert error.value.code == 2
+    for bad in (['--batch-size', '0'], ['--max-expand', '0.5'], ['--max-expand', 'nan']):
+        with pytest.raises(SystemExit) as error:
+            train.parse_args(bad)
+        assert error.value.code == 2
     assert run_train(data_root, tmp_path / 'x', '--num-class', '7', '--end-epoch', '1') == 2
     assert 'does not match the 4 class names' in log_text(tmp_path / 'x')
 

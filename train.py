@@ -73,7 +73,7 @@ def parse_args(argv=None):
     # defaults: the out-of-the-box synthetic run (from scratch, 15 minutes); mxnet-ssd's VOC
     # recipe with a pretrained VGG16 is --optimizer sgd --lr 0.004 --lr-factor 0.1 (see README)
     opt.add_argument('--optimizer', default='adam', choices=['sgd', 'nag', 'adam', 'rmsprop'])
-    opt.add_argument('--lr', type=float, default=0.006)
+    opt.add_argument('--lr', type=float, default=0.004)
     opt.add_argument('--momentum', type=float, default=0.9)
     opt.add_argument('--wd', type=float, default=5e-4)
     opt.add_argument('--lr-mode', default='step', choices=['step', 'cosine'],
@@ -104,7 +104,8 @@ def parse_args(argv=None):
     val.add_argument('--no-voc07', dest='voc07', action='store_false', help='area-based AP')
     val.add_argument('--use-difficult', dest='use_difficult', action='store_true')
     val.add_argument('--no-use-difficult', dest='use_difficult', action='store_false')
-    val.add_argument('--val-interval', type=int, default=1, help='validate every N epochs (0: never)')
+    val.add_argument('--val-interval', type=int, default=5,
+                     help='validate every N epochs and after the last one (0: never)')
     p.set_defaults(voc07=True, use_difficult=False, force_nms=False)
     args = p.parse_args(argv)
     train_default, val_default = DEFAULT_SETS[args.dataset]

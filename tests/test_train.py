@@ -1,4 +1,5 @@
 """train.py and evaluate.py end to end on a tiny synthetic set (mobilenet0.25, small inputs)."""
+import csv
 import json
 import os
 import shutil
@@ -51,6 +52,15 @@ def test_train_writes_checkpoints_metrics_and_resumes(data_root, tmp_path):
     info = json.load(open(f'{prefix}-0002.json'))
     assert info['epoch'] == 2 and info['class_names'] == list(synthetic.CLASSES)
     assert 0 <= info['val_mAP'] <= 1 and np.isfinite(info['CrossEntropy'])
+
+
+def test_validation_runs_every_val_interval_epochs_and_after_the_last(data_root, tmp_path):
+    prefix = tmp_path / 'ssd'
+    assert run_train(data_root, prefix, '--end-epoch', '3', '--val-interval', '2') == 0
+    with open(f'{prefix}-metrics.csv') as f:
+        maps = [row['val_mAP'] for row in csv.DictReader(f)]
+    assert maps[0] == '' and all(0 <= float(m) <= 1 for m in maps[1:])
+    assert 'epoch 1 validation' not in log_text(prefix) and 'epoch 3 validation' in log_text(prefix)
 
 
 def test_two_cpu_contexts_train_data_parallel(data_root, tmp_path):

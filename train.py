@@ -71,7 +71,7 @@ def parse_args(argv=None):
     opt = p.add_argument_group('optimisation')
     opt.add_argument('--batch-size', type=int, default=16, help='total over all devices')
     # defaults: the out-of-the-box synthetic run (from scratch, 15 minutes); mxnet-ssd's VOC
-    # recipe with a pretrained VGG16 is --optimizer sgd --lr 0.004 --lr-factor 0.1 (see README)
+    # recipe with a pretrained VGG16 is --optimizer sgd --lr 0.004 --lr-factor 0.1 --max-expand 4 (see README)
     opt.add_argument('--optimizer', default='adam', choices=['sgd', 'nag', 'adam', 'rmsprop'])
     opt.add_argument('--lr', type=float, default=0.004)
     opt.add_argument('--momentum', type=float, default=0.9)

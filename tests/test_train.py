@@ -122,11 +122,13 @@ def test_finetune_to_fewer_classes_reinitialises_only_the_class_predictors(data_
     assert 're-initialised: ' in log_text(prefix)
 
 
-def test_bad_arguments_exit_non_zero(data_root, tmp_path):
-    for bad in (['--batch-size', '0'], ['--max-expand', '0.5'], ['--max-expand', 'nan']):
+def test_bad_arguments_exit_non_zero(data_root, tmp_path, capsys):
+    for bad, message in ((['--batch-size', '0'], '--batch-size must be positive, got 0'),
+                         (['--max-expand', '0.5'], '--max-expand must be >= 1 (1: no zoom-out), got 0.5'),
+                         (['--max-expand', 'nan'], '--max-expand must be >= 1 (1: no zoom-out), got nan')):
         with pytest.raises(SystemExit) as error:
             train.parse_args(bad)
-        assert error.value.code == 2
+        assert error.value.code == 2 and message in capsys.readouterr().err
     assert run_train(data_root, tmp_path / 'x', '--num-class', '7', '--end-epoch', '1') == 2
     assert 'does not match the 4 class names' in log_text(tmp_path / 'x')
 

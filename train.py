@@ -3,7 +3,7 @@
     python train.py                      # mobilenet0.25, 256 px, synthetic shapes, CPU
     python train.py --gpus 0,1 --dataset voc --data-root ~/data/VOCdevkit --network vgg16_reduced \\
         --data-shape 300 --pretrained vgg16_atrous.params --batch-size 32 --optimizer sgd --lr 0.004 \\
-        --end-epoch 240 --lr-steps 160,200 --lr-factor 0.1
+        --end-epoch 240 --lr-steps 160,200 --lr-factor 0.1 --max-expand 4
 
 Writes ``PREFIX-symbol.json``, ``PREFIX-%04d.params`` (+ ``.states``, ``.json``) every epoch,
 ``PREFIX-best.params``, ``PREFIX-metrics.csv`` / ``.png`` and a log file.

@@ -29,6 +29,8 @@ from multibox import detection, matcher, mining
 from multibox.nms import greedy_nms_keep
 from multibox.ordering import descending_key, gather_columns, gather_rows
 
+THRESHOLD = 0.01  # MultiBoxDetection's default score threshold, which the workload uses
+
 
 class TargetCore(HybridBlock):
     """The full-size steps of MultiBoxTarget: IoU, both matching stages, mining softmax."""
@@ -51,12 +53,13 @@ class DetectionCore(HybridBlock):
 
     def hybrid_forward(self, F, cls_prob, loc_pred, anchor):
         best = detection._best_foreground(F, cls_prob)
-        _, order = F.topk(descending_key(F, best, best > 0.01), axis=1, k=self._nms_topk,
+        _, order = F.topk(descending_key(F, best, best >= THRESHOLD), axis=1, k=self._nms_topk,
                           ret_typ='both', dtype='float32')
         score = F.reshape(gather_rows(F, F.expand_dims(best, axis=2), order), (0, 0))
         class_id = detection._first_best_class(F, gather_columns(F, cls_prob, order), score)
         boxes = F.take(F.reshape(anchor, (-1, 4)), order)  # undecoded: a lower bound
         keep = greedy_nms_keep(F, class_id, boxes, self._nms_threshold, False)
+        # loc_pred only keeps the op's three inputs (decoding it is left out)
         return keep, F.slice_axis(loc_pred, axis=1, begin=0, end=1)
 
 

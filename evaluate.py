@@ -3,19 +3,21 @@
     python evaluate.py --dataset voc --data-root ~/data/VOCdevkit --val-sets 2007_test \\
         --network vgg16_reduced --data-shape 300 --prefix model/ssd --epoch 240
 
-Uses the same inference graph, NMS and AP code as the validation inside train.py.
-``--save-detections FILE`` writes a JSON list of ``{"image", "class", "score", "box"}`` with
-boxes ``[xmin, ymin, xmax, ymax]`` in pixels of the original image.
+Uses the same inference graph, NMS and AP code as the validation inside train.py: VOC AP by
+the devkit's rules, in pixels of the original images (``ssd.evaluation``). ``--save-detections
+FILE`` writes a JSON list of ``{"image", "set", "class", "score", "box"}`` (the dataset's own
+image ids, boxes ``[xmin, ymin, xmax, ymax]`` in pixels); ``--results-dir DIR`` writes the VOC
+devkit's ``comp4_det_<split>_<class>.txt`` files, or COCO's results JSON for ``--dataset coco``;
+a precision-recall plot per class goes beside them (``--pr-plot``).
 """
 import argparse
-import json
 import logging
+import os
 import sys
 
 import mxnet as mx
 
-import symbols
-from ssd import checkpoint
+from ssd import checkpoint, models, results
 from ssd.annotations import read_class_names
 from ssd.dataset import DetectionDataset, EpochSampler, label_width
 from ssd.evaluation import VOCEvaluator, coco_ap, format_ap_table
@@ -49,9 +51,14 @@ def parse_args(argv=None):
     p.add_argument('--overlap', type=float, default=0.5)
     p.add_argument('--voc07', dest='voc07', action='store_true')
     p.add_argument('--no-voc07', dest='voc07', action='store_false')
-    p.add_argument('--use-difficult', dest='use_difficult', action='store_true')
+    p.add_argument('--use-difficult', dest='use_difficult', action='store_true',
+                   help='score difficult objects as ordinary ones (the VOC devkit ignores them: the default)')
     p.add_argument('--no-use-difficult', dest='use_difficult', action='store_false')
-    p.add_argument('--save-detections', default=None, help='JSON file of all detections')
+    p.add_argument('--save-detections', default=None, help='JSON file of all detections (pixels, dataset image ids)')
+    p.add_argument('--results-dir', default=None,
+                   help="write the VOC devkit's comp4_det_<split>_<class>.txt files (VOC) or COCO's results JSON")
+    p.add_argument('--pr-plot', default=None, help='precision-recall PNG (default: in --results-dir, '
+                   'else PREFIX-precision_recall.png)')
     p.set_defaults(voc07=True, use_difficult=False, force_nms=False)
     args = p.parse_args(argv)
     args.val_sets = [s for s in (args.val_sets or DEFAULT_SETS[args.dataset]).split(',') if s]
@@ -72,69 +79,58 @@ def main(argv=None):
 
 
 def evaluate(args):
-    arg, aux, info = checkpoint.load_trained(args.prefix, args.epoch)
-    network = args.network or info.get('network')
-    data_shape = args.data_shape or info.get('data_shape')
-    if network is None or data_shape is None:
-        raise ValueError('--network and --data-shape are needed (the checkpoint does not record them)')
-    class_names = read_class_names(args.class_names) or info.get('class_names')
-    split = open_split(DataSpec(args.dataset, args.data_root, args.val_sets, args.val_path, class_names,
-                                args.num_class, args.use_difficult))
+    epoch = args.epoch if args.epoch is not None else checkpoint.latest_epoch(args.prefix)
+    nms = {'nms_thresh': args.nms, 'force_suppress': args.force_nms, 'nms_topk': args.nms_topk}
+    model = models.from_checkpoint(args.prefix, epoch, args.network, args.data_shape,
+                                   read_class_names(args.class_names), nms)
+    # difficult objects stay in the ground truth (flagged): the scorer ignores them as the devkit does
+    split = open_split(DataSpec(args.dataset, args.data_root, args.val_sets, args.val_path, model.class_names,
+                                args.num_class, use_difficult=True))
     report_problems(split.problems, log)
     class_names = split.class_names
-    width = label_width(split.source)
-    dataset = DetectionDataset(split.source, data_shape, width, train=False)
+    dataset = DetectionDataset(split.source, model.data_shape, label_width(split.source), train=False)
+    if len(dataset) == 0:
+        raise ValueError(f"the validation set {', '.join(args.val_sets) or args.val_path} has no images")
     loader = mx.gluon.data.DataLoader(
         dataset, batch_sampler=mx.gluon.data.BatchSampler(EpochSampler(len(dataset), False), args.batch_size, 'keep'),
         num_workers=args.num_workers)
-    symbol = symbols.get_symbol(network, len(class_names), data_shape, nms_thresh=args.nms,
-                                force_suppress=args.force_nms, nms_topk=args.nms_topk)
-    detector = Detector(symbol, args.batch_size, data_shape, contexts(args.gpus, args.num_cpu_contexts), arg, aux)
-    saved = []
-    on_batch = (lambda d, l, m: saved.extend(to_records(d, m, split.source, class_names))) \
-        if (args.save_detections or split.coco_annotations) else None
-    summary = evaluate_loader(detector, loader, VOCEvaluator(class_names, args.voc07, args.overlap), on_batch)
-    print(f"{'VOC07 11-point' if args.voc07 else 'area-based'} AP at IoU {args.overlap}, "
-          f"{len(dataset)} images:")
+    detector = Detector(model.symbol, args.batch_size, model.data_shape, contexts(args.gpus, args.num_cpu_contexts),
+                        model.arg_params, model.aux_params)
+    records = []
+    evaluator = VOCEvaluator(class_names, args.voc07, args.overlap, count_difficult=args.use_difficult)
+    summary, unreadable = evaluate_loader(
+        detector, loader, split.source, evaluator,
+        lambda index, found: records.extend(results.detection_records(split.source, index, found, class_names)))
+    for index in unreadable:
+        log.warning('skipped unreadable image %s (its objects are not scored)', split.source.name(index))
+    kind = 'VOC07 11-point' if args.voc07 else 'area-based'
+    print(f"{kind} AP at IoU {args.overlap}, in pixels, {len(dataset) - len(unreadable)} images:")
     print(format_ap_table(summary))
-    if split.coco_annotations:
-        stats = coco_ap(split.coco_annotations, to_coco(saved, split.coco_annotations))
+    coco = results.coco_results(records, split.coco_annotations) if split.coco_annotations else None
+    if coco is not None:
+        stats = coco_ap(split.coco_annotations, coco)
         print(f"COCO AP {stats[0]:.4f}  AP50 {stats[1]:.4f}  AP75 {stats[2]:.4f}")
-    if args.save_detections:
-        checkpoint.atomic_write(args.save_detections, lambda path: _dump(path, saved))
-        print(f"saved {len(saved)} detections to {args.save_detections}")
+    save_results(args, records, coco, evaluator, summary, f'{kind} AP, {model.info["source"]}')
     return summary
 
 
-def to_records(detections, meta, source, class_names):
-    """JSON-ready detections of one batch, boxes in pixels of the original images."""
-    records = []
-    for rows, (index, width, height, _) in zip(detections, meta):
-        image = image_id(source, int(index))
-        for class_id, score, xmin, ymin, xmax, ymax in rows[rows[:, 0] >= 0]:
-            records.append({'image': image, 'class': class_names[int(class_id)], 'score': float(score),
-                            'box': [float(xmin * width), float(ymin * height), float(xmax * width),
-                                    float(ymax * height)]})
-    return records
-
-
-def image_id(source, index):
-    records = getattr(source, 'records', None)
-    return records[index].image_id if records is not None else index
-
-
-def to_coco(records, annotation_file):
-    """pycocotools detections ([x, y, w, h] boxes); category ids looked up by name in the annotations."""
-    with open(annotation_file) as f:
-        categories = {c['name']: c['id'] for c in json.load(f)['categories']}
-    return [{'image_id': r['image'], 'category_id': categories[r['class']], 'score': r['score'],
-             'bbox': [r['box'][0], r['box'][1], r['box'][2] - r['box'][0], r['box'][3] - r['box'][1]]}
-            for r in records]
-
-
-def _dump(path, value):
-    with open(path, 'w') as f:
-        json.dump(value, f)
+def save_results(args, records, coco, evaluator, summary, title):
+    """--save-detections, --results-dir (VOC devkit or COCO files) and the precision-recall plot."""
+    if args.save_detections:
+        results.write_json(args.save_detections, records)
+        print(f"saved {len(records)} detections to {args.save_detections}")
+    if args.results_dir:
+        if coco is not None:
+            path = os.path.join(args.results_dir, f'detections_{args.val_sets[0]}_multibox_results.json')
+            results.write_json(path, coco)
+            print(f"saved COCO results to {path}")
+        else:
+            paths = results.write_voc_results(records, args.results_dir, evaluator.class_names)
+            print(f"saved VOC devkit results to {os.path.dirname(paths[0])}/comp4_det_*.txt")
+    plot = args.pr_plot or (os.path.join(args.results_dir, 'precision_recall.png') if args.results_dir
+                            else f'{args.prefix}-precision_recall.png')
+    results.plot_precision_recall(evaluator.curves(), summary, plot, title)
+    print(f"saved the precision-recall plot to {plot}")
 
 
 if __name__ == '__main__':

@@ -102,7 +102,8 @@ def parse_args(argv=None):
     val.add_argument('--overlap', type=float, default=0.5, help='IoU of a true positive')
     val.add_argument('--voc07', dest='voc07', action='store_true', help='11-point VOC07 AP (default)')
     val.add_argument('--no-voc07', dest='voc07', action='store_false', help='area-based AP')
-    val.add_argument('--use-difficult', dest='use_difficult', action='store_true')
+    val.add_argument('--use-difficult', dest='use_difficult', action='store_true',
+                     help='train on objects marked difficult too (validation always ignores them, as the VOC devkit)')
     val.add_argument('--no-use-difficult', dest='use_difficult', action='store_false')
     val.add_argument('--val-interval', type=int, default=5,
                      help='validate every N epochs and after the last one (0: never)')
@@ -173,9 +174,10 @@ def train(args):
             # reordered convolution weights of a bound inference executor, so set_params on a
             # reused one would validate stale weights.
             detector = Detector(inference, args.batch_size, args.data_shape, ctx, *module.get_params())
-            summary = evaluate_loader(detector, val_loader, VOCEvaluator(class_names, args.voc07, args.overlap))
-            log.info('epoch %d validation (%s AP, IoU %.2f):\n%s', epoch + 1, 'VOC07 11-point' if args.voc07
-                     else 'area', args.overlap, format_ap_table(summary))
+            summary, _ = evaluate_loader(detector, val_loader, val_split.source,
+                                         VOCEvaluator(class_names, args.voc07, args.overlap))
+            log.info('epoch %d validation (%s AP in pixels, IoU %.2f):\n%s', epoch + 1, 'VOC07 11-point'
+                     if args.voc07 else 'area', args.overlap, format_ap_table(summary))
             stats['val_mAP'] = summary[-1][1]
         save(module, args.prefix, epoch + 1, {'epoch': epoch + 1, 'class_names': class_names,
                                               'network': args.network, 'data_shape': args.data_shape, **stats})
@@ -189,8 +191,10 @@ def train(args):
 
 def open_splits(args):
     class_names = read_class_names(args.class_names)
-    specs = [DataSpec(args.dataset, args.data_root, sets, path, class_names, args.num_class, args.use_difficult)
-             for sets, path in ((args.train_sets, args.train_path), (args.val_sets, args.val_path))]
+    # validation keeps difficult objects (flagged) whatever --use-difficult says: the scorer ignores them
+    specs = [DataSpec(args.dataset, args.data_root, sets, path, class_names, args.num_class, use_difficult)
+             for sets, path, use_difficult in ((args.train_sets, args.train_path, args.use_difficult),
+                                               (args.val_sets, args.val_path, True))]
     train_split, val_split = open_split(specs[0]), open_split(specs[1])
     for split in (train_split, val_split):
         report_problems(split.problems, log)

@@ -1,8 +1,10 @@
 """Read detection annotations (Pascal VOC XML, COCO json) into one record format.
 
-A record is ``(image_path, label, image_id)`` with ``label`` a float32 array ``(K, 6)`` of rows
+A record is ``(image_path, label, image_id, image_set)`` with ``label`` a float32 array ``(K, 6)`` of rows
 ``[class_id, xmin, ymin, xmax, ymax, difficult]`` in pixels of the original image (0-based,
-like GluonCV: VOC's 1-based corners minus 1). ``K`` may be 0: background-only images are kept
+like GluonCV: VOC's 1-based corners minus 1), ``image_id`` the dataset's own id (VOC's ImageSets
+id such as ``'000600'``, COCO's integer id) and ``image_set`` what it was read from (``'2007_test'``,
+``'val2017'``). ``K`` may be 0: background-only images are kept
 as negatives.
 
 Nothing here raises on bad data: a broken annotation file, an unknown class name, a box outside
@@ -19,7 +21,7 @@ import numpy as np
 __all__ = ['Problem', 'load_voc', 'load_coco', 'read_class_names']
 
 Problem = namedtuple('Problem', 'path message')
-Record = namedtuple('Record', 'image_path label image_id')
+Record = namedtuple('Record', 'image_path label image_id image_set', defaults=(None, None))
 
 
 def read_class_names(value):
@@ -60,7 +62,7 @@ def load_voc(root, sets, class_names, use_difficult=True):
             label = _voc_label(xml_path, class_names, use_difficult, problems)
             if label is not None:
                 records.append(Record(os.path.join(base, 'JPEGImages', image_id + '.jpg'), label,
-                                      f'{year}_{image_id}'))
+                                      image_id, image_set))
     return records, problems
 
 
@@ -144,5 +146,5 @@ def load_coco(root, split, class_names=None):
             if _box_problem(box, image['width'], image['height'], path, name, problems):
                 continue
             rows.append([names.index(name)] + box + [0])
-        records.append(Record(path, np.array(rows, dtype=np.float32).reshape(-1, 6), image['id']))
+        records.append(Record(path, np.array(rows, dtype=np.float32).reshape(-1, 6), image['id'], split))
     return records, problems, names

@@ -54,6 +54,15 @@ class FileSource:
         record = self.records[index]
         return mximage.imread(record.image_path, flag=1), record.label
 
+    def truth(self, index, width, height):
+        """Pixel label rows ``(K, 6)`` of image ``index`` as annotated (the image size is not needed)."""
+        return self.records[index].label
+
+    def image_key(self, index):
+        """``(image_id, image_set)``: the dataset's own id of image ``index`` and the set it is in."""
+        record = self.records[index]
+        return record.image_id, record.image_set
+
 
 def label_width(*sources, minimum=1):
     """Rows needed to hold the largest label: the padding width ``L`` shared by all batches."""

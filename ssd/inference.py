@@ -4,6 +4,9 @@ Used by training-time validation, evaluate.py and demo.py, so all three decode w
 NMS settings and the same graph.
 """
 import mxnet as mx
+
+from .evaluation import pixel_detections
+
 __all__ = ['Detector', 'contexts', 'evaluate_loader']
 
 
@@ -45,16 +48,25 @@ class Detector:
         return self.module.get_outputs()[0].asnumpy()[:count]
 
 
-def evaluate_loader(detector, loader, evaluator, on_batch=None):
-    """Feed every batch of ``loader`` to ``detector`` and ``evaluator``; returns its summary.
+def evaluate_loader(detector, loader, source, evaluator, on_image=None):
+    """Detect every batch of ``loader`` and score each image against its annotation in pixels.
 
-    ``on_batch(detections, labels, meta)`` sees each batch's NumPy arrays (for saving results).
+    ``loader`` yields ``(images, labels, meta)`` of a ``DetectionDataset`` over ``source``;
+    ``evaluator.add(detections, truth)`` gets one image's pixel detections (``pixel_detections``)
+    and the ground truth of ``source.truth``; ``on_image(index, detections)`` sees them too (for
+    result files). A sample standing in for an unreadable image (``meta[3] >= 0``) is not scored
+    twice. Returns ``(summary, unreadable)``: the evaluator's summary and the sorted indices of
+    the images that could not be decoded (their objects are not scored).
     """
-    for images, labels, meta in loader:
+    unreadable = set()
+    for images, _, meta in loader:
         detections = detector.detect(images)
-        labels, meta = labels.asnumpy(), meta.asnumpy()
-        evaluator.update(detections, labels)
-        if on_batch is not None:
-            on_batch(detections, labels, meta)
-    return evaluator.summary()
-
+        for rows, (index, width, height, bad) in zip(detections, meta.asnumpy()):
+            if bad >= 0:
+                unreadable.add(int(bad))
+                continue
+            found = pixel_detections(rows, width, height)
+            evaluator.add(found, source.truth(int(index), width, height))
+            if on_image is not None:
+                on_image(int(index), found)
+    return evaluator.summary(), sorted(unreadable)

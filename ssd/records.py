@@ -103,6 +103,14 @@ class RecordSource:
         return [len(unpack_label(mx.recordio.unpack(self._records[i])[0].label, 1, 1))
                 for i in range(len(self))]
 
+    def truth(self, index, width, height):
+        """Pixel label rows ``(K, 6)`` of record ``index``, whose image is ``width`` x ``height``."""
+        return unpack_label(mx.recordio.unpack(self._records[index])[0].label, width, height)
+
+    def image_key(self, index):
+        """``(index, rec file name)``: a record file has no image ids of its own."""
+        return index, os.path.basename(self.path)
+
     def load(self, index):
         header, encoded = mx.recordio.unpack(self._records[index])
         image = mx.image.imdecode(encoded, flag=1)

@@ -16,6 +16,7 @@ import pytest
 import evaluate
 from ssd import annotations
 from ssd.evaluation import coco_ap
+from ssd.results import coco_results
 from ssd.synthetic import CLASSES, draw_image
 from tiny_ssd import save_checkpoint
 
@@ -103,27 +104,27 @@ def test_coco_ap_of_the_ground_truth_is_1_and_drops_for_a_shifted_box(coco):
     ann_file = os.path.join(root, 'annotations', f'instances_{SPLIT}.json')
     records = [{'image': image, 'class': name, 'score': 1.0, 'box': box}
                for image, objects in pixel_truth(data).items() for name, box in objects]
-    assert coco_ap(ann_file, evaluate.to_coco(records, ann_file))[:3] == pytest.approx([1, 1, 1])
+    assert coco_ap(ann_file, coco_results(records, ann_file))[:3] == pytest.approx([1, 1, 1])
     xmin, ymin, xmax, ymax = records[0]['box']
     records[0]['box'] = [xmin + (xmax - xmin) / 2, ymin, xmax + (xmax - xmin) / 2, ymax]  # IoU 1/3
-    assert coco_ap(ann_file, evaluate.to_coco(records, ann_file))[1] < 1
+    assert coco_ap(ann_file, coco_results(records, ann_file))[1] < 1
 
 
 def ground_truth_detector(change):
-    """An ``evaluate_loader`` whose detections are the batch's own labels (score 1), the first
-    object passed through ``change(row)``; the network is never run."""
-    def run(detector, loader, evaluator, on_batch):
+    """An ``evaluate_loader`` whose detections are each image's own annotation (score 1), the
+    first object passed through ``change(row)``; the network is never run."""
+    def run(detector, loader, source, evaluator, on_image):
         changed = False
-        for _, labels, meta in loader:
-            labels, meta = labels.asnumpy(), meta.asnumpy()
-            valid = labels[..., :1] >= 0
-            found = np.concatenate([labels[..., :1], np.where(valid, 1.0, -1.0), labels[..., 1:5]], axis=-1)
-            if valid.any() and not changed:
-                change(found[tuple(np.argwhere(valid[..., 0])[0])])
-                changed = True
-            evaluator.update(found, labels)
-            on_batch(found, labels, meta)
-        return evaluator.summary()
+        for _, _, meta in loader:
+            for index, width, height, _ in meta.asnumpy():
+                truth = source.truth(int(index), width, height)
+                found = np.concatenate([truth[:, :1], np.ones((len(truth), 1)), truth[:, 1:5]], axis=1)
+                if len(found) and not changed:
+                    change(found[0])
+                    changed = True
+                evaluator.add(found, truth)
+                on_image(int(index), found)
+        return evaluator.summary(), []
     return run
 
 
@@ -188,3 +189,25 @@ def test_evaluate_coco_rejects_several_splits_and_unknown_class_names(coco, pref
     assert error.value.code == 2
     # before: evaluated every image, then a KeyError in to_coco on the first 'star' detection
     assert run_evaluate(root, prefix, '--class-names', 'circle,rectangle,triangle,star') == 2
+
+
+def test_results_dir_holds_coco_results_that_pycocotools_scores_as_evaluate_did(coco, prefix, tmp_path, capsys,
+                                                                                monkeypatch):
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+    root, data = coco
+    monkeypatch.setattr(evaluate, 'evaluate_loader', ground_truth_detector(shift_half_width))  # AP in (0, 1)
+    assert run_evaluate(root, prefix, '--results-dir', str(tmp_path / 'results')) == 0
+    printed = AP_LINE.search(capsys.readouterr().out).groups()
+    results_file = tmp_path / 'results' / f'detections_{SPLIT}_multibox_results.json'
+    truth = COCO(os.path.join(root, 'annotations', f'instances_{SPLIT}.json'))
+    detections = json.load(open(results_file))
+    assert detections and {d['image_id'] for d in detections} <= set(IMAGE_IDS)
+    assert {d['category_id'] for d in detections} <= set(CATEGORY_IDS.values())
+    evaluation = COCOeval(truth, truth.loadRes(str(results_file)), 'bbox')
+    evaluation.evaluate()
+    evaluation.accumulate()
+    evaluation.summarize()
+    assert tuple(f'{v:.4f}' for v in evaluation.stats[:3]) == printed
+    assert 0.5 < evaluation.stats[0] < 1
+    assert (tmp_path / 'results' / 'precision_recall.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'

@@ -64,7 +64,7 @@ def test_annotation_problems_are_reported_and_skipped(tmp_path):
     with open(os.path.join(root, 'VOC2007', 'Annotations', 'broken.xml'), 'w') as f:
         f.write('<annotation><size>')
     records, problems = annotations.load_voc(root, ['2007_trainval'], CLASSES)
-    assert [r.image_id for r in records] == ['2007_good', '2007_mixed']
+    assert [(r.image_id, r.image_set) for r in records] == [('good', '2007_trainval'), ('mixed', '2007_trainval')]
     np.testing.assert_array_equal(records[0].label, [[0, 10, 20, 50, 60, 0]])  # 0-based corners
     np.testing.assert_array_equal(records[1].label, [[0, 0, 0, 9, 9, 0]])
     messages = '\n'.join(f'{os.path.basename(p.path)}: {p.message}' for p in problems)

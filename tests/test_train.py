@@ -140,11 +140,11 @@ def test_evaluate_prints_ap_table_and_saves_pixel_detections(data_root, tmp_path
     assert evaluate.main(['--data-root', data_root, '--prefix', str(prefix), '--epoch', '1', '--batch-size', '3',
                           '--num-workers', '0', '--save-detections', str(out_file), '--no-voc07']) == 0
     printed = capsys.readouterr().out
-    assert 'area-based AP at IoU 0.5, 4 images' in printed and 'mAP' in printed
+    assert 'area-based AP at IoU 0.5, in pixels, 4 images' in printed and 'mAP' in printed
     for name in synthetic.CLASSES:
         assert name in printed
     detections = json.load(open(out_file))
-    assert detections and set(detections[0]) == {'image', 'class', 'score', 'box'}
+    assert detections and set(detections[0]) == {'image', 'set', 'class', 'score', 'box'}
     assert max(max(d['box']) for d in detections) > 1.5  # pixels, not normalized coordinates
     assert evaluate.main(['--data-root', data_root, '--prefix', str(tmp_path / 'none')]) == 2
 

@@ -78,3 +78,20 @@ def test_a_class_list_that_does_not_fit_the_weights_exits_2_naming_the_parameter
     assert run(voc_root, '--class-names', 'circle,cross') == 2
     assert 'does not fit this graph with 2 classes' in caplog.text
     assert 'relu10_cls_pred_conv_weight (20, 64, 3, 3) != (12, 64, 3, 3)' in caplog.text
+
+
+def test_training_validation_scores_as_evaluate_does(voc_root, tmp_path, capsys):
+    """The mAP train.py records for an epoch is evaluate.py's mAP of that checkpoint (same scorer):
+    one tiny step from the shipped weights, so the AP is far from 0."""
+    import shutil
+    import train
+    prefix = str(tmp_path / 'ssd')
+    for suffix in ('-0020.params', '-0020.json'):
+        shutil.copy(os.path.join(ROOT, 'models', 'ssd_synthetic' + suffix), prefix + suffix)
+    assert train.main(['--data-root', voc_root, '--prefix', prefix, '--batch-size', '2', '--num-workers', '0',
+                       '--frequent', '0', '--finetune', '20', '--end-epoch', '21', '--lr', '1e-7']) == 0
+    recorded = json.load(open(f'{prefix}-0021.json'))['val_mAP']
+    assert 0.2 < recorded < 1
+    capsys.readouterr()
+    assert evaluate.main(['--data-root', voc_root, '--prefix', prefix, '--epoch', '21', '--num-workers', '0']) == 0
+    assert printed_ap(capsys.readouterr().out)['mAP'] == pytest.approx(recorded, abs=5e-5)

@@ -157,6 +157,31 @@ def convert_index_copy(node, **kwargs):
     return g.nodes
 
 
+def batchnorm_converter(original):
+    """``BatchNorm`` converter: mx2onnx's, with gamma replaced by ones where ``fix_gamma``.
+
+    MXNet ignores the stored gamma when ``fix_gamma`` is true (its default; our MobileNet
+    extra layers use it) and scales by 1, but mx2onnx exports the stored array, which weight
+    decay shrinks towards 0 during training (its gradient is 0). The ones are
+    ``ConstantOfShape(Shape(beta))``, folded by runtimes; the unused gamma is dropped from
+    the model. eps is read by mx2onnx (default 1e-3, as MXNet); momentum and
+    use_global_stats do not change inference (the moving statistics are used).
+    """
+    def convert(node, **kwargs):
+        names, dtypes, attrs = _inputs(node, kwargs)
+        if not as_bool(attrs.get('fix_gamma', 'True'), 'fix_gamma'):
+            return original(node, **kwargs)
+        if as_int(attrs.get('axis', '1'), 'axis') != 1:
+            raise NotImplementedError(f"BatchNorm axis must be 1, got {attrs['axis']}")
+        g = _Nodes(node['name'], kwargs['initializer'])
+        one = numpy_helper.from_array(np.ones(1, dtypes[2]), g.fresh())
+        ones = g.add('ConstantOfShape', g.add('Shape', names[2]), value=one)
+        g.add('BatchNormalization', names[0], ones, *names[2:], out=node['name'],
+              epsilon=dmlc_float(attrs.get('eps', '1e-3'), 'eps'))
+        return g.nodes
+    return convert
+
+
 _CHANNEL_LAST = {'NWC': 3, 'NHWC': 4, 'NDHWC': 5}  # layout: rank
 _CHANNEL_FIRST = ('None', 'NCW', 'NCHW', 'NCDHW')
 
@@ -422,4 +447,5 @@ REPLACED = {
     'exp': lambda original: convert_exp,
     '_contrib_box_nms': lambda original: convert_box_nms,
     'Pooling': pooling_converter,
+    'BatchNorm': batchnorm_converter,
 }

@@ -10,7 +10,8 @@ only for the duration of an export (mx2onnx's converter table is left as it was)
 * replaced: ``_contrib_box_nms`` (mx2onnx maps it to NonMaxSuppression, which ignores the
   classes and ``background_id``), ``Pooling`` (``NWC`` max pooling is rejected; ``full``
   max pooling relies on ONNX ceil mode, on which runtimes disagree), ``L2Normalization``
-  (LpNormalization has no ``eps``) and ``exp`` (box decoding; onnxruntime's float Exp
+  (LpNormalization has no ``eps``), ``BatchNorm`` (mx2onnx exports the stored gamma even
+  where ``fix_gamma`` makes MXNet scale by 1) and ``exp`` (box decoding; onnxruntime's float Exp
   differs from MXNet's glibc ``expf`` in the last bit for 6% of inputs, a double-precision
   Exp rounded to float32 for 0.06%);
 * mx2onnx's record of output dtypes is corrected from MXNet's type inference (it takes the
@@ -227,13 +228,14 @@ def _rename_output(graph, name):
 
 
 def _tidy(graph):
-    """Drop what mx2onnx leaves over: initializers no node reads, and graph inputs that are
-    initializers (runtimes then cannot treat those weights as constants)."""
+    """Drop what mx2onnx leaves over: initializers and graph inputs no node reads (e.g. the
+    gammas of ``fix_gamma`` BatchNorms), and graph inputs that are initializers (runtimes
+    then cannot treat those weights as constants)."""
     used = _read_names(graph)
     for tensor in [t for t in graph.initializer if t.name not in used]:
         graph.initializer.remove(tensor)
     constants = {tensor.name for tensor in graph.initializer}
-    for value in [v for v in graph.input if v.name in constants]:
+    for value in [v for v in graph.input if v.name in constants or v.name not in used]:
         graph.input.remove(value)
 
 

@@ -16,7 +16,8 @@ rows ``[class_id, score, xmin, ymin, xmax, ymax]`` with corners normalised to [0
 the original width/height) and ``class_id`` -1 for suppressed or empty rows.
 
 ``--onnx FILE`` also exports the graph to ONNX with ``ssd.onnx_export`` (exit status 1 when that
-fails; the MXNet files are written first).
+fails; the MXNet files are written first); its batch axis is symbolic (any batch size) unless
+``--batch-size`` fixes it.
 """
 import argparse
 import logging
@@ -43,7 +44,8 @@ def parse_args(argv=None):
     p.add_argument('--force-nms', action='store_true', help='NMS across classes')
     p.add_argument('--onnx', default=None, metavar='FILE', help='also export to this ONNX file')
     p.add_argument('--onnx-opset', type=int, default=None, help="ONNX opset (default: the exporter's)")
-    p.add_argument('--batch-size', type=int, default=1, help='batch size of the ONNX graph')
+    p.add_argument('--batch-size', type=int, default=None,
+                   help='fixed batch size of the ONNX graph (default: symbolic, any batch size)')
     return p.parse_args(argv)
 
 
@@ -69,6 +71,8 @@ def main(argv=None):
 
 
 def load(args):
+    if args.batch_size is not None and args.batch_size < 1:
+        raise ValueError(f"--batch-size must be at least 1, got {args.batch_size}")
     class_names = read_class_names(args.class_names)
     nms = {'nms_thresh': args.nms, 'force_suppress': args.force_nms, 'nms_topk': args.nms_topk}
     model = models.from_checkpoint(args.prefix, args.epoch, args.network, args.data_shape, class_names, nms)

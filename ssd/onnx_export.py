@@ -24,7 +24,7 @@ softmax) differs by rounding (~1e-6), so near-equal scores may swap places.
 
 The ONNX model has one input ``data`` (B, 3, H, W) float32 and, for a one-output Symbol, one
 output ``detections`` (B, N, 6) rows ``[class_id, score, xmin, ymin, xmax, ymax]`` as MXNet
-computes them (``tests/test_onnx.py`` compares the two). The batch size is fixed at export.
+computes them (``tests/test_onnx.py`` compares the two). B is symbolic unless fixed at export.
 """
 import contextlib
 import io
@@ -56,7 +56,8 @@ def export_onnx(symbol, arg_params, aux_params, data_shape, batch_size, path, op
         ``symbols.get_symbol(...)`` whose output is detections (B, N, 6).
     arg_params, aux_params : dicts of name -> NDArray (``ssd.checkpoint.load_params``).
     data_shape : int or (H, W), the input image size.
-    batch_size : B of the model input ``data`` (B, 3, H, W) float32.
+    batch_size : B of the model input ``data`` (B, 3, H, W) float32; None (the default of
+        ``deploy.py``) leaves B symbolic (``batch``): any batch size at run time.
     path : output file, written atomically (a temporary file renamed into place).
     opset : ONNX opset version, one of ``OPSETS``.
 
@@ -67,13 +68,13 @@ def export_onnx(symbol, arg_params, aux_params, data_shape, batch_size, path, op
     onnx = _onnx()
     height, width = (data_shape, data_shape) if isinstance(data_shape, int) else data_shape
     model = to_onnx_model(symbol, {**arg_params, **aux_params},
-                          {INPUT_NAME: (batch_size, 3, height, width)}, opset,
-                          output_name=OUTPUT_NAME)
+                          {INPUT_NAME: (batch_size or 1, 3, height, width)}, opset,
+                          output_name=OUTPUT_NAME, dynamic_batch=batch_size is None)
     atomic_write(path, lambda temporary: onnx.save(model, temporary))
     return path
 
 
-def to_onnx_model(symbol, params, input_shapes, opset=13, output_name=None):
+def to_onnx_model(symbol, params, input_shapes, opset=13, output_name=None, dynamic_batch=False):
     """Checked ``onnx.ModelProto`` of ``symbol`` (any graph of the supported operators).
 
     Parameters
@@ -84,6 +85,8 @@ def to_onnx_model(symbol, params, input_shapes, opset=13, output_name=None):
     input_shapes : dict of input name -> shape (fixed in the model).
     opset : ONNX opset version, one of ``OPSETS``.
     output_name : new name of the single output (default: mx2onnx's, from the node name).
+    dynamic_batch : if true, axis 0 of every input (and output) is the symbolic ``batch``;
+        ``input_shapes``' batch sizes are then only used for MXNet's shape inference.
     """
     onnx = _onnx()
     from mxnet.onnx.mx2onnx._export_onnx import MXNetGraph
@@ -98,8 +101,11 @@ def to_onnx_model(symbol, params, input_shapes, opset=13, output_name=None):
         _check_supported(symbol, registry, opset)
         graph = MXNetGraph().create_onnx_graph_proto(
             symbol, params, shapes, [onnx.TensorProto.FLOAT] * len(shapes),
-            opset_version=opset, dynamic=False)
+            opset_version=opset, dynamic=dynamic_batch,
+            dynamic_input_shapes=[('batch',) + s[1:] for s in shapes] if dynamic_batch else None)
     _tidy(graph)
+    if dynamic_batch:
+        _declare_output_shapes(graph, symbol, input_shapes)
     if output_name is not None:
         _rename_output(graph, output_name)
     opsets = [onnx.helper.make_opsetid('', opset)]
@@ -225,6 +231,17 @@ def _rename_output(graph, name):
     renamed.name = name
     graph.output.remove(output)
     graph.output.append(renamed)
+
+
+def _declare_output_shapes(graph, symbol, input_shapes):
+    """Output shapes as MXNet infers them, axis 0 the symbolic ``batch`` (mx2onnx's dynamic
+    mode leaves every output dimension unknown)."""
+    _, shapes, _ = symbol.infer_shape(**input_shapes)
+    for output, shape in zip(graph.output, shapes):
+        dims = output.type.tensor_type.shape.dim
+        dims[0].dim_param = 'batch'
+        for dim, size in zip(dims[1:], shape[1:]):
+            dim.dim_value = size
 
 
 def _tidy(graph):

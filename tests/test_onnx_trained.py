@@ -13,6 +13,7 @@ import os
 
 import mxnet as mx
 import numpy as np
+import onnx
 import openvino
 import pytest
 
@@ -68,8 +69,9 @@ def exported(model, path, batch):
 
 @pytest.fixture(scope='module')
 def shipped(tmp_path_factory):
+    """The shipped model exported with a symbolic batch axis (deploy.py's default)."""
     model = models.from_checkpoint(SHIPPED, 20)
-    path = exported(model, tmp_path_factory.mktemp('shipped') / 'ssd.onnx', len(IMAGES))
+    path = exported(model, tmp_path_factory.mktemp('shipped') / 'ssd.onnx', None)
     return model, path
 
 
@@ -113,3 +115,23 @@ def test_runtime_gives_mxnet_detections_on_real_images(request, which, runtime):
     expected = module_detections(model.symbol, model.arg_params, model.aux_params, images)
     assert (expected[..., 0] >= 0).sum(axis=1).min() > 0  # every image has detections
     assert_same_detections(RUNTIMES[runtime](path, images), expected)
+
+
+@pytest.mark.parametrize('runtime', sorted(RUNTIMES))
+def test_symbolic_batch_axis_takes_any_batch_size(shipped, runtime):
+    model, path = shipped
+    graph = onnx.load(path).graph
+    assert graph.input[0].type.tensor_type.shape.dim[0].dim_param == 'batch'
+    _, [(_, rows, columns)], _ = model.symbol.infer_shape(data=(1, 3, 256, 256))
+    assert [d.dim_param or d.dim_value for d in graph.output[0].type.tensor_type.shape.dim] == \
+        ['batch', rows, columns]
+    images = real_images(model.data_shape)
+    for batch in (1, 3):
+        expected = module_detections(model.symbol, model.arg_params, model.aux_params,
+                                     images[:batch])
+        assert_same_detections(RUNTIMES[runtime](path, images[:batch]), expected)
+
+
+def test_fixed_batch_size_is_declared(trained):
+    dims = onnx.load(trained[1]).graph.input[0].type.tensor_type.shape.dim
+    assert [d.dim_value for d in dims] == [len(IMAGES), 3, 128, 128]

@@ -8,7 +8,7 @@ only for the duration of an export (mx2onnx's converter table is left as it was)
 * missing: ``_full``, ``_greater_equal``, ``_greater_equal_scalar``, ``_np_cumsum``,
   ``_contrib_index_copy``;
 * replaced: ``_contrib_box_nms`` (mx2onnx maps it to NonMaxSuppression, which ignores the
-  classes and ``background_id``), ``Pooling`` (``NWC`` max pooling is rejected; ``full``
+  classes and ``background_id``; ours keep the classes apart, see ``NMS_MODES``), ``Pooling`` (``NWC`` max pooling is rejected; ``full``
   max pooling relies on ONNX ceil mode, on which runtimes disagree), ``L2Normalization``
   (LpNormalization has no ``eps``), ``BatchNorm`` (mx2onnx exports the stored gamma even
   where ``fix_gamma`` makes MXNet scale by 1) and ``exp`` (box decoding; onnxruntime's float Exp
@@ -32,13 +32,17 @@ import json
 
 from .checkpoint import atomic_write
 
-__all__ = ['export_onnx', 'to_onnx_model', 'OnnxExportError', 'OPSETS', 'INPUT_NAME',
+__all__ = ['export_onnx', 'to_onnx_model', 'OnnxExportError', 'OPSETS', 'NMS_MODES', 'INPUT_NAME',
            'OUTPUT_NAME']
 
 #: ONNX opsets supported: mx2onnx's converters target 13 (its opset-12 output fails its own
 #: final check, which uses the newest opset's schemas); 14-17 changed the semantics of none of
 #: the operators emitted (13, 15 and 17 were checked), 18 changed Reduce*/Pad/Split inputs.
 OPSETS = range(13, 18)
+#: ``box_nms`` conversions: ``standard`` is one ONNX NonMaxSuppression (accelerated by
+#: runtimes; fast with ``nms_topk=-1``), ``exact`` an ONNX Loop over the sorted boxes that
+#: reproduces MXNet's visit order bit for bit, ties included (slow without a top-k).
+NMS_MODES = ('standard', 'exact')
 INPUT_NAME = 'data'
 OUTPUT_NAME = 'detections'
 
@@ -47,7 +51,8 @@ class OnnxExportError(RuntimeError):
     """An operator of the Symbol cannot be converted to ONNX; the message names it."""
 
 
-def export_onnx(symbol, arg_params, aux_params, data_shape, batch_size, path, opset=13):
+def export_onnx(symbol, arg_params, aux_params, data_shape, batch_size, path, opset=13,
+                nms='standard'):
     """Write ``symbol`` and its parameters as an ONNX model file; returns ``path``.
 
     Parameters
@@ -60,6 +65,7 @@ def export_onnx(symbol, arg_params, aux_params, data_shape, batch_size, path, op
         ``deploy.py``) leaves B symbolic (``batch``): any batch size at run time.
     path : output file, written atomically (a temporary file renamed into place).
     opset : ONNX opset version, one of ``OPSETS``.
+    nms : ``'standard'`` (ONNX NonMaxSuppression) or ``'exact'`` (a Loop), see ``NMS_MODES``.
 
     The model's output is named ``detections``. Raises ``OnnxExportError`` naming the
     operator and node that cannot be converted, ``ValueError`` for a missing parameter, an
@@ -69,12 +75,13 @@ def export_onnx(symbol, arg_params, aux_params, data_shape, batch_size, path, op
     height, width = (data_shape, data_shape) if isinstance(data_shape, int) else data_shape
     model = to_onnx_model(symbol, {**arg_params, **aux_params},
                           {INPUT_NAME: (batch_size or 1, 3, height, width)}, opset,
-                          output_name=OUTPUT_NAME, dynamic_batch=batch_size is None)
+                          output_name=OUTPUT_NAME, dynamic_batch=batch_size is None, nms=nms)
     atomic_write(path, lambda temporary: onnx.save(model, temporary))
     return path
 
 
-def to_onnx_model(symbol, params, input_shapes, opset=13, output_name=None, dynamic_batch=False):
+def to_onnx_model(symbol, params, input_shapes, opset=13, output_name=None, dynamic_batch=False,
+                  nms='standard'):
     """Checked ``onnx.ModelProto`` of ``symbol`` (any graph of the supported operators).
 
     Parameters
@@ -87,16 +94,19 @@ def to_onnx_model(symbol, params, input_shapes, opset=13, output_name=None, dyna
     output_name : new name of the single output (default: mx2onnx's, from the node name).
     dynamic_batch : if true, axis 0 of every input (and output) is the symbolic ``batch``;
         ``input_shapes``' batch sizes are then only used for MXNet's shape inference.
+    nms : how ``box_nms`` is converted, one of ``NMS_MODES``.
     """
     onnx = _onnx()
     from mxnet.onnx.mx2onnx._export_onnx import MXNetGraph
     if opset not in OPSETS:
         raise ValueError(f"opset must be in {OPSETS.start}..{OPSETS.stop - 1}, got {opset}")
+    if nms not in NMS_MODES:
+        raise ValueError(f"nms must be one of {', '.join(NMS_MODES)}, got {nms!r}")
     params = _graph_params(symbol, params, input_shapes)
     # mx2onnx wants the shapes in the order of the symbol's inputs
     shapes = [tuple(input_shapes[n]) for n in symbol.list_inputs() if n not in params]
     # mx2onnx prints the name of every reversed scalar op (_rdiv_scalar...): silenced
-    with _converters(symbol, input_shapes, opset) as registry, \
+    with _converters(symbol, input_shapes, opset, nms) as registry, \
             contextlib.redirect_stdout(io.StringIO()):
         _check_supported(symbol, registry, opset)
         graph = MXNetGraph().create_onnx_graph_proto(
@@ -141,7 +151,7 @@ def _graph_params(symbol, params, input_shapes):
 
 
 @contextlib.contextmanager
-def _converters(symbol, input_shapes, opset):
+def _converters(symbol, input_shapes, opset, nms='standard'):
     """mx2onnx's converter table with ours added, for opset ``opset``; restored on exit.
 
     Yields ``{op: converter}`` as mx2onnx resolves it (the highest registered opset <=
@@ -151,12 +161,13 @@ def _converters(symbol, input_shapes, opset):
     the ordering helpers would be built as float32).
     """
     from mxnet.onnx.mx2onnx._export_onnx import MXNetGraph
-    from .onnx_converters import CONVERTERS, REPLACED
+    from .onnx_converters import CONVERTERS, NMS_CONVERTERS, REPLACED
     saved = MXNetGraph.registry_
     resolved = {}
     for version in sorted(v for v in saved if v <= opset):
         resolved.update(saved[version])
     resolved.update(CONVERTERS)
+    resolved['_contrib_box_nms'] = NMS_CONVERTERS[nms]
     resolved.update({op: make(resolved[op]) for op, make in REPLACED.items()})
     dtypes = _node_dtypes(symbol, input_shapes)
     resolved = {op: _wrapped(op, convert, opset, dtypes) for op, convert in resolved.items()}

@@ -15,11 +15,11 @@ import sys
 import mxnet as mx
 
 import symbols
-from ssd import checkpoint
+from ssd import backends, checkpoint
 from ssd.annotations import read_class_names
 from ssd.dataset import DetectionDataset, EpochSampler, label_width
 from ssd.evaluation import VOCEvaluator, coco_ap, format_ap_table
-from ssd.inference import Detector, contexts, evaluate_loader
+from ssd.inference import contexts, evaluate_loader
 from ssd.sources import DataSpec, open_split, report_problems
 
 DEFAULT_SETS = {'synthetic': '2007_test', 'voc': '2007_test', 'coco': 'val2017', 'rec': ''}
@@ -42,6 +42,10 @@ def parse_args(argv=None):
     p.add_argument('--num-workers', type=int, default=2)
     p.add_argument('--gpus', default='')
     p.add_argument('--num-cpu-contexts', type=int, default=1)
+    p.add_argument('--backend', choices=backends.BACKENDS, default='auto',
+                   help='mxnet, or the ONNX export run by onnxruntime/openvino (default auto: the fastest installed)')
+    p.add_argument('--onnx', default=None, metavar='FILE',
+                   help='ONNX file to run (default: exported on first use, cached beside the checkpoint)')
     p.add_argument('--nms', type=float, default=0.45)
     p.add_argument('--nms-topk', type=int, default=400)
     p.add_argument('--force-nms', dest='force_nms', action='store_true')
@@ -89,7 +93,9 @@ def evaluate(args):
         num_workers=args.num_workers)
     symbol = symbols.get_symbol(network, len(class_names), data_shape, nms_thresh=args.nms,
                                 force_suppress=args.force_nms, nms_topk=args.nms_topk)
-    detector = Detector(symbol, args.batch_size, data_shape, contexts(args.gpus, args.num_cpu_contexts), arg, aux)
+    detector = backends.make_detector(args.backend, symbol, arg, aux, data_shape, args.batch_size,
+                                      contexts(args.gpus, args.num_cpu_contexts),
+                                      f'{args.prefix}-{args.epoch or "latest"}', args.onnx)
     saved = []
     on_batch = (lambda d, l, m: saved.extend(to_records(d, m, split.source, class_names))) \
         if (args.save_detections or split.coco_annotations) else None

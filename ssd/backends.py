@@ -17,12 +17,14 @@ import numpy as np
 
 from .inference import Detector
 
-__all__ = ['BACKENDS', 'BackendUnavailable', 'make_detector', 'cached_onnx']
+__all__ = ['BACKENDS', 'BackendUnavailable', 'make_detector', 'resolve', 'installed', 'cached_onnx']
 
 #: Backend names; ``auto`` is the fastest installed one (``AUTO_ORDER``).
 BACKENDS = ('auto', 'mxnet', 'onnxruntime', 'openvino')
-#: Preference of ``auto``: fastest first on this project's benchmark (docs/benchmarks.md).
-AUTO_ORDER = ('openvino', 'onnxruntime', 'mxnet')
+#: Preference of ``auto``: onnxruntime and OpenVINO take 0.43-0.50x of MXNet's time per image
+#: on SSD300 (docs/benchmarks.md), onnxruntime slightly faster at batch 1 and, unlike
+#: OpenVINO, in MXNet's order among exactly tied scores.
+AUTO_ORDER = ('onnxruntime', 'openvino', 'mxnet')
 _PACKAGES = {'onnxruntime': ['onnx', 'onnxruntime'], 'openvino': ['onnx', 'openvino']}
 log = logging.getLogger(__name__)
 
@@ -60,15 +62,16 @@ def resolve(backend):
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
     if backend == 'auto':
-        return next(name for name in AUTO_ORDER if name == 'mxnet' or _installed(name))
-    if backend != 'mxnet' and not _installed(backend):
+        return next(name for name in AUTO_ORDER if name == 'mxnet' or installed(name))
+    if backend != 'mxnet' and not installed(backend):
         raise BackendUnavailable(
             f"backend {backend} needs the {' and '.join(_PACKAGES[backend])} packages: "
             f"pip install -c constraints.txt -e \".[onnx]\"")
     return backend
 
 
-def _installed(backend):
+def installed(backend):
+    """Whether the packages of ``backend`` (onnxruntime or openvino) import."""
     try:
         for package in _PACKAGES[backend]:
             __import__(package)

@@ -155,3 +155,15 @@ def test_symbolic_batch_runs_repeatedly_in_onnxruntime_without_memory_patterns(s
 def test_fixed_batch_size_is_declared(trained):
     dims = onnx.load(trained[1]).graph.input[0].type.tensor_type.shape.dim
     assert [d.dim_value for d in dims] == [len(IMAGES), 3, 128, 128]
+
+
+@pytest.mark.parametrize('opset, nms', [(15, 'standard'), (17, 'exact')])
+def test_other_opsets_and_the_exact_nms_give_mxnet_detections(tmp_path, opset, nms):
+    model = models.from_checkpoint(SHIPPED, 20)
+    path = export_onnx(model.symbol, model.arg_params, model.aux_params, model.data_shape, None,
+                       str(tmp_path / 'ssd.onnx'), opset=opset, nms=nms)
+    assert onnx.load(path).opset_import[0].version == opset
+    images = real_images(model.data_shape)
+    expected = module_detections(model.symbol, model.arg_params, model.aux_params, images)
+    for run in RUNTIMES.values():
+        assert_same_detections(run(path, images), expected)

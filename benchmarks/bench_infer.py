@@ -26,7 +26,6 @@ import tempfile
 import time
 
 import mxnet as mx
-import numpy as np
 from gluoncv.model_zoo import get_model
 
 import symbols

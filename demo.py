@@ -28,7 +28,7 @@ from PIL import Image, UnidentifiedImageError
 from ssd import checkpoint, models
 from ssd.annotations import read_class_names
 from ssd.dataset import preprocess
-from ssd.inference import Detector
+from ssd import backends
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_PREFIX = os.path.join(HERE, 'models', 'ssd_synthetic')  # shipped: trained by `python train.py`
@@ -56,6 +56,10 @@ def parse_args(argv=None):
     model.add_argument('--deploy', action='store_true', help="run the graph deploy.py wrote: PREFIX-deploy-*")
     model.add_argument('--pretrained', default=None, metavar='gluoncv:NAME',
                        help='GluonCV weights: gluoncv:ssd_300_vgg16_atrous_voc or gluoncv:ssd_512_vgg16_atrous_voc')
+    model.add_argument('--backend', choices=backends.BACKENDS, default='auto',
+                       help='mxnet, or the ONNX export run by onnxruntime/openvino (default auto: the fastest installed)')
+    model.add_argument('--onnx', default=None, metavar='FILE',
+                       help='ONNX file to run (default: exported on first use, cached beside the checkpoint)')
     nms = p.add_argument_group('detection (default: 0.45, class-wise, top 400; baked into a --deploy graph)')
     nms.add_argument('--nms', type=float, default=None, help='NMS IoU threshold')
     nms.add_argument('--force-nms', action='store_true', default=None, help='NMS across classes')
@@ -73,6 +77,14 @@ def parse_args(argv=None):
     return p.parse_intermixed_args(argv)  # images may come before and after options
 
 
+def onnx_cache_prefix(args):
+    """Where the ONNX export of the model is cached: beside its checkpoint (none for --pretrained)."""
+    if args.pretrained:
+        return None
+    prefix = args.prefix or DEFAULT_PREFIX
+    return f'{prefix}-deploy' if args.deploy else f'{prefix}-{args.epoch}'
+
+
 def main(argv=None):
     logging.basicConfig(level=logging.INFO, format='%(message)s', stream=sys.stderr)
     args = parse_args(argv)
@@ -81,7 +93,8 @@ def main(argv=None):
         paths, failures = list_images(args.images or [os.path.relpath(SAMPLES)])
         started = time.perf_counter()
         model = load_model(args)
-        detector = Detector(model.symbol, 1, model.data_shape, [ctx], model.arg_params, model.aux_params)
+        detector = backends.make_detector(args.backend, model.symbol, model.arg_params, model.aux_params,
+                                          model.data_shape, 1, [ctx], onnx_cache_prefix(args), args.onnx)
     except (ValueError, FileNotFoundError) as error:
         log.error('error: %s', error)
         return 2

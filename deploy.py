@@ -16,7 +16,9 @@ rows ``[class_id, score, xmin, ymin, xmax, ymax]`` with corners normalised to [0
 the original width/height) and ``class_id`` -1 for suppressed or empty rows.
 
 ``--onnx FILE`` also exports the graph to ONNX with ``ssd.onnx_export`` (exit status 1 when that
-fails; the MXNet files are written first).
+fails; the MXNet files are written first), NMS as ONNX NonMaxSuppression unless ``--onnx-nms
+exact`` asks for the Loop that keeps MXNet's order among tied scores; its batch axis is symbolic (any batch size) unless
+``--batch-size`` fixes it.
 """
 import argparse
 import logging
@@ -43,7 +45,10 @@ def parse_args(argv=None):
     p.add_argument('--force-nms', action='store_true', help='NMS across classes')
     p.add_argument('--onnx', default=None, metavar='FILE', help='also export to this ONNX file')
     p.add_argument('--onnx-opset', type=int, default=None, help="ONNX opset (default: the exporter's)")
-    p.add_argument('--batch-size', type=int, default=1, help='batch size of the ONNX graph')
+    p.add_argument('--onnx-nms', choices=['standard', 'exact'], default='standard',
+                   help='ONNX NMS: standard NonMaxSuppression (fast) or exact Loop (MXNet tie order)')
+    p.add_argument('--batch-size', type=int, default=None,
+                   help='fixed batch size of the ONNX graph (default: symbolic, any batch size)')
     return p.parse_args(argv)
 
 
@@ -60,7 +65,7 @@ def main(argv=None):
     print(f"wrote {', '.join(written)}")
     if args.onnx:
         try:
-            export_onnx(model, args.onnx, args.batch_size, args.onnx_opset)
+            export_onnx(model, args.onnx, args.batch_size, args.onnx_opset, args.onnx_nms)
         except Exception as error:  # the exporter's own errors: unsupported operator, missing package...
             log.error('error: ONNX export to %s failed: %s', args.onnx, error)
             return 1
@@ -69,6 +74,8 @@ def main(argv=None):
 
 
 def load(args):
+    if args.batch_size is not None and args.batch_size < 1:
+        raise ValueError(f"--batch-size must be at least 1, got {args.batch_size}")
     class_names = read_class_names(args.class_names)
     nms = {'nms_thresh': args.nms, 'force_suppress': args.force_nms, 'nms_topk': args.nms_topk}
     model = models.from_checkpoint(args.prefix, args.epoch, args.network, args.data_shape, class_names, nms)
@@ -87,10 +94,10 @@ def write_deploy(model, prefix):
     return [f'{target}-symbol.json', checkpoint.params_path(target, 0), f'{target}-0000.json']
 
 
-def export_onnx(model, path, batch_size, opset=None):
+def export_onnx(model, path, batch_size, opset=None, nms='standard'):
     """``ssd.onnx_export.export_onnx`` (which writes atomically) on the deploy graph."""
     from ssd.onnx_export import export_onnx as export  # needs the optional onnx package: only when asked
-    options = {} if opset is None else {'opset': opset}
+    options = {'nms': nms} if opset is None else {'opset': opset, 'nms': nms}
     export(model.symbol, model.arg_params, model.aux_params, model.data_shape, batch_size, path, **options)
 
 

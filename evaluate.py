@@ -17,11 +17,11 @@ import sys
 
 import mxnet as mx
 
-from ssd import checkpoint, models, results
+from ssd import backends, checkpoint, models, results
 from ssd.annotations import read_class_names
 from ssd.dataset import DetectionDataset, EpochSampler, label_width
 from ssd.evaluation import VOCEvaluator, coco_ap, format_ap_table
-from ssd.inference import Detector, contexts, evaluate_loader
+from ssd.inference import contexts, evaluate_loader
 from ssd.sources import DataSpec, open_split, report_problems
 
 DEFAULT_SETS = {'synthetic': '2007_test', 'voc': '2007_test', 'coco': 'val2017', 'rec': ''}
@@ -44,6 +44,10 @@ def parse_args(argv=None):
     p.add_argument('--num-workers', type=int, default=2)
     p.add_argument('--gpus', default='')
     p.add_argument('--num-cpu-contexts', type=int, default=1)
+    p.add_argument('--backend', choices=backends.BACKENDS, default='auto',
+                   help='mxnet, or the ONNX export run by onnxruntime/openvino (default auto: the fastest installed)')
+    p.add_argument('--onnx', default=None, metavar='FILE',
+                   help='ONNX file to run (default: exported on first use, cached beside the checkpoint)')
     p.add_argument('--nms', type=float, default=0.45)
     p.add_argument('--nms-topk', type=int, default=400)
     p.add_argument('--force-nms', dest='force_nms', action='store_true')
@@ -94,8 +98,9 @@ def evaluate(args):
     loader = mx.gluon.data.DataLoader(
         dataset, batch_sampler=mx.gluon.data.BatchSampler(EpochSampler(len(dataset), False), args.batch_size, 'keep'),
         num_workers=args.num_workers)
-    detector = Detector(model.symbol, args.batch_size, model.data_shape, contexts(args.gpus, args.num_cpu_contexts),
-                        model.arg_params, model.aux_params)
+    detector = backends.make_detector(args.backend, model.symbol, model.arg_params, model.aux_params,
+                                      model.data_shape, args.batch_size, contexts(args.gpus, args.num_cpu_contexts),
+                                      f'{args.prefix}-{epoch}', args.onnx)
     records = []
     evaluator = VOCEvaluator(class_names, args.voc07, args.overlap, count_difficult=args.use_difficult)
     summary, unreadable = evaluate_loader(

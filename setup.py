@@ -23,8 +23,8 @@ setup(
     extras_require={
         'cpu': ['mxnet==1.9.1'],
         'gpu': ['mxnet-cu112==1.9.1'],
-        # ONNX export (ssd.onnx_export); onnxruntime runs the exported model in the tests
-        'onnx': ['onnx', 'onnxruntime'],
-        'test': ['pytest', 'onnx', 'onnxruntime'],
+        # ONNX export (ssd.onnx_export); onnxruntime and OpenVINO run the exported model
+        'onnx': ['onnx', 'onnxruntime', 'openvino'],
+        'test': ['pytest', 'onnx', 'onnxruntime', 'openvino'],
     },
 )

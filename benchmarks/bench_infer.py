@@ -13,7 +13,8 @@ normalisation). For each batch size (1 and 8) the script measures:
 
 Loads and forwards of the models run interleaved, round after round, so a change of machine load
 hits all alike; the script prints the medians and the median per-round ratios ours / GluonCV
-(target: per image <= 1.0). ``ssd.onnx_export`` + onnxruntime, when both import, add a third row.
+(target: per image <= 1.0). Our graph exported by ``ssd.onnx_export`` (symbolic batch, standard
+NMS) and run through ``ssd.backends`` by onnxruntime and OpenVINO, when they import, add rows.
 No image decoding or resizing is timed.
 
     python benchmarks/bench_infer.py --rounds 5 --load-rounds 3
@@ -25,11 +26,10 @@ import tempfile
 import time
 
 import mxnet as mx
-import numpy as np
 from gluoncv.model_zoo import get_model
 
 import symbols
-from ssd import checkpoint
+from ssd import backends, checkpoint
 from ssd.dataset import preprocess
 from ssd.inference import Detector
 from symbols import convert
@@ -89,26 +89,23 @@ def load_gluoncv(path, batch):
     return lambda data: [o.asnumpy() for o in net(data)]
 
 
-def load_onnx(path, batch):
-    import onnxruntime
-    session = onnxruntime.InferenceSession(path, providers=['CPUExecutionProvider'])
-    name = session.get_inputs()[0].name
-    return lambda data: session.run(None, {name: data.asnumpy()})
+def onnx_loader(backend):
+    """Loader of the ONNX file through ``ssd.backends`` (as demo.py --backend runs it)."""
+    def load(path, batch):
+        return backends.make_detector(backend, None, None, None, SHAPE, batch, [mx.cpu()],
+                                      onnx_file=path).detect
+    return load
 
 
-def onnx_models(prefix, folder, batches):
-    """ONNX files of our graph per batch size, or the reason there are none."""
+def onnx_model(prefix, folder):
+    """The ONNX file of our graph (symbolic batch, standard NMS), or None if onnx is missing."""
     try:
-        import onnxruntime  # noqa: F401
         from ssd.onnx_export import export_onnx
+        arg, aux = checkpoint.load_params(checkpoint.params_path(prefix, 0))
+        return export_onnx(our_symbol(), arg, aux, SHAPE, None, os.path.join(folder, 'ssd300.onnx'))
     except ImportError as error:
-        return None, f"ONNX: skipped ({error})"
-    arg, aux = checkpoint.load_params(checkpoint.params_path(prefix, 0))
-    paths = {}
-    for batch in batches:
-        paths[batch] = os.path.join(folder, f'ssd300-b{batch}.onnx')
-        export_onnx(our_symbol(), arg, aux, SHAPE, batch, paths[batch])
-    return paths, None
+        print(f"ONNX: skipped ({error})")
+        return None
 
 
 def time_load(loader, source, batch, data):
@@ -124,16 +121,15 @@ def main(argv=None):
     args = parse_args(argv)
     with tempfile.TemporaryDirectory() as folder:
         gluon_path, prefix = write_weights(folder, args.seed)
-        onnx_paths, skipped = onnx_models(prefix, folder, args.batches)
+        onnx_path = onnx_model(prefix, folder)
+        runtimes = [b for b in ('onnxruntime', 'openvino') if onnx_path and backends.installed(b)]
         print(f"SSD300 vgg16_reduced, 20 classes, random weights, CPU ({os.cpu_count()} cores), "
               f"NMS 0.45 top 400; medians of {args.load_rounds} loads and {args.rounds} steady rounds")
         for batch in args.batches:
             contenders = {'ours': (load_ours, prefix), 'GluonCV': (load_gluoncv, gluon_path)}
-            if onnx_paths:
-                contenders['ONNX Runtime'] = (load_onnx, onnx_paths[batch])
+            for backend in runtimes:
+                contenders[backend] = (onnx_loader(backend), onnx_path)
             report(batch, contenders, args)
-        if skipped:
-            print(skipped)
 
 
 def report(batch, contenders, args):

@@ -16,7 +16,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from multibox.params import as_bool, as_int, dmlc_float
 
-__all__ = ['CONVERTERS', 'REPLACED']
+__all__ = ['CONVERTERS', 'REPLACED', 'NMS_CONVERTERS']
 
 
 class _Nodes:
@@ -157,6 +157,31 @@ def convert_index_copy(node, **kwargs):
     return g.nodes
 
 
+def batchnorm_converter(original):
+    """``BatchNorm`` converter: mx2onnx's, with gamma replaced by ones where ``fix_gamma``.
+
+    MXNet ignores the stored gamma when ``fix_gamma`` is true (its default; our MobileNet
+    extra layers use it) and scales by 1, but mx2onnx exports the stored array, which weight
+    decay shrinks towards 0 during training (its gradient is 0). The ones are
+    ``ConstantOfShape(Shape(beta))``, folded by runtimes; the unused gamma is dropped from
+    the model. eps is read by mx2onnx (default 1e-3, as MXNet); momentum and
+    use_global_stats do not change inference (the moving statistics are used).
+    """
+    def convert(node, **kwargs):
+        names, dtypes, attrs = _inputs(node, kwargs)
+        if not as_bool(attrs.get('fix_gamma', 'True'), 'fix_gamma'):
+            return original(node, **kwargs)
+        if as_int(attrs.get('axis', '1'), 'axis') != 1:
+            raise NotImplementedError(f"BatchNorm axis must be 1, got {attrs['axis']}")
+        g = _Nodes(node['name'], kwargs['initializer'])
+        one = numpy_helper.from_array(np.ones(1, dtypes[2]), g.fresh())
+        ones = g.add('ConstantOfShape', g.add('Shape', names[2]), value=one)
+        g.add('BatchNormalization', names[0], ones, *names[2:], out=node['name'],
+              epsilon=dmlc_float(attrs.get('eps', '1e-3'), 'eps'))
+        return g.nodes
+    return convert
+
+
 _CHANNEL_LAST = {'NWC': 3, 'NHWC': 4, 'NDHWC': 5}  # layout: rank
 _CHANNEL_FIRST = ('None', 'NCW', 'NCHW', 'NCDHW')
 
@@ -264,6 +289,71 @@ def convert_box_nms(node, **kwargs):
     out = _survivors_first(g, rows, alive, shape, dtypes[0])
     g.add('Reshape', out, shape['data'], out=result)
     return g.nodes
+
+
+def convert_box_nms_standard(node, **kwargs):
+    """``_contrib_box_nms`` through ONNX ``NonMaxSuppression``, which runtimes accelerate.
+
+    Steps 1 and 3 of :func:`convert_box_nms` are kept (TopK sort, survivors first in score
+    order, ties in row order); step 2 is one NonMaxSuppression over the sorted rows: its
+    class axis holds each row's class (``OneHot`` of the ``int`` id, ``C`` = largest id + 1;
+    one class with ``force_suppress`` or without ``id_index``), so boxes of other classes
+    never meet and IoUs are computed on the original coordinates, and rows that do not take
+    part (invalid, or past ``topk``) score -inf, below the -FLT_MAX score threshold. The
+    selection equals the exact one except where the runtime's NMS visits tied scores in
+    another order or computes a degenerate box (negative width) differently: ONNX
+    NonMaxSuppression orders a box's corners, MXNet gives it area 0.
+    """
+    names, dtypes, attrs = _inputs(node, kwargs)
+    params = _nms_params(attrs)
+    g = _Nodes(node['name'], kwargs['initializer'])
+    result = node['name'] + '0'
+    if params['topk'] == 0:
+        g.add('Identity', names[0], out=result)
+        return g.nodes
+    rows, valid, shape = _sorted_rows(g, names[0], dtypes[0], params)
+    n = g.add('Reshape', shape['n'], g.const([], np.int64))
+    position = g.add('Range', g.const(0, np.int64), n, g.const(1, np.int64))
+    alive = valid if params['topk'] < 0 else g.add(
+        'And', valid, g.add('Less', position, g.const(params['topk'], np.int64)))
+    score = g.add('Where', alive, _column(g, rows, params['score_index']),
+                  g.const(-np.inf, dtypes[0]))
+    scores = _class_scores(g, rows, score, dtypes[0], params)  # (B, C, N)
+    start = params['coord_start']
+    boxes = g.add('Slice', rows, g.const([start], np.int64), g.const([start + 4], np.int64),
+                  g.const([2], np.int64))
+    if dtypes[0] != np.float32:  # NonMaxSuppression takes float boxes and scores
+        boxes = g.add('Cast', boxes, to=TensorProto.FLOAT)
+        scores = g.add('Cast', scores, to=TensorProto.FLOAT)
+    selected = g.add('NonMaxSuppression', boxes, scores, g.const([np.iinfo(np.int64).max], np.int64),
+                     g.const([params['overlap']], np.float32),
+                     g.const([-np.finfo(np.float32).max], np.float32),
+                     center_point_box=int(params['center']))
+    where = g.add('Gather', selected, g.const([0, 2], np.int64), axis=1)  # (K, 2) [image, row]
+    count = g.add('Slice', g.add('Shape', selected), g.const([0], np.int64), g.const([1], np.int64))
+    zeros = g.add('ConstantOfShape', g.add('Shape', alive),
+                  value=numpy_helper.from_array(np.zeros(1, np.float32), g.fresh()))
+    ones = g.add('ConstantOfShape', count,
+                 value=numpy_helper.from_array(np.ones(1, np.float32), g.fresh()))
+    kept = g.add('Cast', g.add('ScatterND', zeros, where, ones), to=TensorProto.BOOL)
+    out = _survivors_first(g, rows, kept, shape, dtypes[0])
+    g.add('Reshape', out, shape['data'], out=result)
+    return g.nodes
+
+
+def _class_scores(g, rows, score, dtype, params):
+    """(B, C, N) NonMaxSuppression scores: row ``n``'s score in its class ``C`` slot, -inf
+    in the others (C = 1 when classes are ignored)."""
+    if params['id_index'] < 0 or params['force']:
+        return g.add('Unsqueeze', score, g.const([1], np.int64))
+    ids = g.add('Cast', g.add('Cast', _column(g, rows, params['id_index']),
+                              to=TensorProto.INT32), to=TensorProto.INT64)
+    ids = g.add('Max', ids, g.const(0, np.int64))  # ids < 0 are invalid rows: scored -inf anyway
+    depth = g.add('Add', g.add('ReduceMax', ids, keepdims=0), g.const(1, np.int64))
+    hot = g.add('OneHot', ids, depth, g.const([0, 1], np.int64), axis=1)  # (B, C, N)
+    mine = g.add('Equal', hot, g.const(1, np.int64))
+    return g.add('Where', mine, g.add('Unsqueeze', score, g.const([1], np.int64)),
+                 g.const(-np.inf, dtype))
 
 
 def _nms_params(attrs):
@@ -420,6 +510,10 @@ CONVERTERS = {
 REPLACED = {
     'L2Normalization': lambda original: convert_l2_normalization,
     'exp': lambda original: convert_exp,
-    '_contrib_box_nms': lambda original: convert_box_nms,
     'Pooling': pooling_converter,
+    'BatchNorm': batchnorm_converter,
 }
+
+#: ``_contrib_box_nms`` converters by name: ``standard`` (ONNX NonMaxSuppression, the default)
+#: and ``exact`` (an ONNX Loop reproducing MXNet's greedy visit order, ties included).
+NMS_CONVERTERS = {'standard': convert_box_nms_standard, 'exact': convert_box_nms}

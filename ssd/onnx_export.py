@@ -8,9 +8,10 @@ only for the duration of an export (mx2onnx's converter table is left as it was)
 * missing: ``_full``, ``_greater_equal``, ``_greater_equal_scalar``, ``_np_cumsum``,
   ``_contrib_index_copy``;
 * replaced: ``_contrib_box_nms`` (mx2onnx maps it to NonMaxSuppression, which ignores the
-  classes and ``background_id``), ``Pooling`` (``NWC`` max pooling is rejected; ``full``
+  classes and ``background_id``; ours keep the classes apart, see ``NMS_MODES``), ``Pooling`` (``NWC`` max pooling is rejected; ``full``
   max pooling relies on ONNX ceil mode, on which runtimes disagree), ``L2Normalization``
-  (LpNormalization has no ``eps``) and ``exp`` (box decoding; onnxruntime's float Exp
+  (LpNormalization has no ``eps``), ``BatchNorm`` (mx2onnx exports the stored gamma even
+  where ``fix_gamma`` makes MXNet scale by 1) and ``exp`` (box decoding; onnxruntime's float Exp
   differs from MXNet's glibc ``expf`` in the last bit for 6% of inputs, a double-precision
   Exp rounded to float32 for 0.06%);
 * mx2onnx's record of output dtypes is corrected from MXNet's type inference (it takes the
@@ -23,7 +24,7 @@ softmax) differs by rounding (~1e-6), so near-equal scores may swap places.
 
 The ONNX model has one input ``data`` (B, 3, H, W) float32 and, for a one-output Symbol, one
 output ``detections`` (B, N, 6) rows ``[class_id, score, xmin, ymin, xmax, ymax]`` as MXNet
-computes them (``tests/test_onnx.py`` compares the two). The batch size is fixed at export.
+computes them (``tests/test_onnx.py`` compares the two). B is symbolic unless fixed at export.
 """
 import contextlib
 import io
@@ -31,13 +32,17 @@ import json
 
 from .checkpoint import atomic_write
 
-__all__ = ['export_onnx', 'to_onnx_model', 'OnnxExportError', 'OPSETS', 'INPUT_NAME',
+__all__ = ['export_onnx', 'to_onnx_model', 'OnnxExportError', 'OPSETS', 'NMS_MODES', 'INPUT_NAME',
            'OUTPUT_NAME']
 
 #: ONNX opsets supported: mx2onnx's converters target 13 (its opset-12 output fails its own
 #: final check, which uses the newest opset's schemas); 14-17 changed the semantics of none of
 #: the operators emitted (13, 15 and 17 were checked), 18 changed Reduce*/Pad/Split inputs.
 OPSETS = range(13, 18)
+#: ``box_nms`` conversions: ``standard`` is one ONNX NonMaxSuppression (accelerated by
+#: runtimes; fast with ``nms_topk=-1``), ``exact`` an ONNX Loop over the sorted boxes that
+#: reproduces MXNet's visit order bit for bit, ties included (slow without a top-k).
+NMS_MODES = ('standard', 'exact')
 INPUT_NAME = 'data'
 OUTPUT_NAME = 'detections'
 
@@ -46,7 +51,8 @@ class OnnxExportError(RuntimeError):
     """An operator of the Symbol cannot be converted to ONNX; the message names it."""
 
 
-def export_onnx(symbol, arg_params, aux_params, data_shape, batch_size, path, opset=13):
+def export_onnx(symbol, arg_params, aux_params, data_shape, batch_size, path, opset=13,
+                nms='standard'):
     """Write ``symbol`` and its parameters as an ONNX model file; returns ``path``.
 
     Parameters
@@ -55,9 +61,11 @@ def export_onnx(symbol, arg_params, aux_params, data_shape, batch_size, path, op
         ``symbols.get_symbol(...)`` whose output is detections (B, N, 6).
     arg_params, aux_params : dicts of name -> NDArray (``ssd.checkpoint.load_params``).
     data_shape : int or (H, W), the input image size.
-    batch_size : B of the model input ``data`` (B, 3, H, W) float32.
+    batch_size : B of the model input ``data`` (B, 3, H, W) float32; None (the default of
+        ``deploy.py``) leaves B symbolic (``batch``): any batch size at run time.
     path : output file, written atomically (a temporary file renamed into place).
     opset : ONNX opset version, one of ``OPSETS``.
+    nms : ``'standard'`` (ONNX NonMaxSuppression) or ``'exact'`` (a Loop), see ``NMS_MODES``.
 
     The model's output is named ``detections``. Raises ``OnnxExportError`` naming the
     operator and node that cannot be converted, ``ValueError`` for a missing parameter, an
@@ -66,13 +74,14 @@ def export_onnx(symbol, arg_params, aux_params, data_shape, batch_size, path, op
     onnx = _onnx()
     height, width = (data_shape, data_shape) if isinstance(data_shape, int) else data_shape
     model = to_onnx_model(symbol, {**arg_params, **aux_params},
-                          {INPUT_NAME: (batch_size, 3, height, width)}, opset,
-                          output_name=OUTPUT_NAME)
+                          {INPUT_NAME: (batch_size or 1, 3, height, width)}, opset,
+                          output_name=OUTPUT_NAME, dynamic_batch=batch_size is None, nms=nms)
     atomic_write(path, lambda temporary: onnx.save(model, temporary))
     return path
 
 
-def to_onnx_model(symbol, params, input_shapes, opset=13, output_name=None):
+def to_onnx_model(symbol, params, input_shapes, opset=13, output_name=None, dynamic_batch=False,
+                  nms='standard'):
     """Checked ``onnx.ModelProto`` of ``symbol`` (any graph of the supported operators).
 
     Parameters
@@ -83,22 +92,30 @@ def to_onnx_model(symbol, params, input_shapes, opset=13, output_name=None):
     input_shapes : dict of input name -> shape (fixed in the model).
     opset : ONNX opset version, one of ``OPSETS``.
     output_name : new name of the single output (default: mx2onnx's, from the node name).
+    dynamic_batch : if true, axis 0 of every input (and output) is the symbolic ``batch``;
+        ``input_shapes``' batch sizes are then only used for MXNet's shape inference.
+    nms : how ``box_nms`` is converted, one of ``NMS_MODES``.
     """
     onnx = _onnx()
     from mxnet.onnx.mx2onnx._export_onnx import MXNetGraph
     if opset not in OPSETS:
         raise ValueError(f"opset must be in {OPSETS.start}..{OPSETS.stop - 1}, got {opset}")
+    if nms not in NMS_MODES:
+        raise ValueError(f"nms must be one of {', '.join(NMS_MODES)}, got {nms!r}")
     params = _graph_params(symbol, params, input_shapes)
     # mx2onnx wants the shapes in the order of the symbol's inputs
     shapes = [tuple(input_shapes[n]) for n in symbol.list_inputs() if n not in params]
     # mx2onnx prints the name of every reversed scalar op (_rdiv_scalar...): silenced
-    with _converters(symbol, input_shapes, opset) as registry, \
+    with _converters(symbol, input_shapes, opset, nms) as registry, \
             contextlib.redirect_stdout(io.StringIO()):
         _check_supported(symbol, registry, opset)
         graph = MXNetGraph().create_onnx_graph_proto(
             symbol, params, shapes, [onnx.TensorProto.FLOAT] * len(shapes),
-            opset_version=opset, dynamic=False)
+            opset_version=opset, dynamic=dynamic_batch,
+            dynamic_input_shapes=[('batch',) + s[1:] for s in shapes] if dynamic_batch else None)
     _tidy(graph)
+    if dynamic_batch:
+        _declare_output_shapes(graph, symbol, input_shapes)
     if output_name is not None:
         _rename_output(graph, output_name)
     opsets = [onnx.helper.make_opsetid('', opset)]
@@ -134,7 +151,7 @@ def _graph_params(symbol, params, input_shapes):
 
 
 @contextlib.contextmanager
-def _converters(symbol, input_shapes, opset):
+def _converters(symbol, input_shapes, opset, nms='standard'):
     """mx2onnx's converter table with ours added, for opset ``opset``; restored on exit.
 
     Yields ``{op: converter}`` as mx2onnx resolves it (the highest registered opset <=
@@ -144,12 +161,13 @@ def _converters(symbol, input_shapes, opset):
     the ordering helpers would be built as float32).
     """
     from mxnet.onnx.mx2onnx._export_onnx import MXNetGraph
-    from .onnx_converters import CONVERTERS, REPLACED
+    from .onnx_converters import CONVERTERS, NMS_CONVERTERS, REPLACED
     saved = MXNetGraph.registry_
     resolved = {}
     for version in sorted(v for v in saved if v <= opset):
         resolved.update(saved[version])
     resolved.update(CONVERTERS)
+    resolved['_contrib_box_nms'] = NMS_CONVERTERS[nms]
     resolved.update({op: make(resolved[op]) for op, make in REPLACED.items()})
     dtypes = _node_dtypes(symbol, input_shapes)
     resolved = {op: _wrapped(op, convert, opset, dtypes) for op, convert in resolved.items()}
@@ -226,14 +244,26 @@ def _rename_output(graph, name):
     graph.output.append(renamed)
 
 
+def _declare_output_shapes(graph, symbol, input_shapes):
+    """Output shapes as MXNet infers them, axis 0 the symbolic ``batch`` (mx2onnx's dynamic
+    mode leaves every output dimension unknown)."""
+    _, shapes, _ = symbol.infer_shape(**input_shapes)
+    for output, shape in zip(graph.output, shapes):
+        dims = output.type.tensor_type.shape.dim
+        dims[0].dim_param = 'batch'
+        for dim, size in zip(dims[1:], shape[1:]):
+            dim.dim_value = size
+
+
 def _tidy(graph):
-    """Drop what mx2onnx leaves over: initializers no node reads, and graph inputs that are
-    initializers (runtimes then cannot treat those weights as constants)."""
+    """Drop what mx2onnx leaves over: initializers and graph inputs no node reads (e.g. the
+    gammas of ``fix_gamma`` BatchNorms), and graph inputs that are initializers (runtimes
+    then cannot treat those weights as constants)."""
     used = _read_names(graph)
     for tensor in [t for t in graph.initializer if t.name not in used]:
         graph.initializer.remove(tensor)
     constants = {tensor.name for tensor in graph.initializer}
-    for value in [v for v in graph.input if v.name in constants]:
+    for value in [v for v in graph.input if v.name in constants or v.name not in used]:
         graph.input.remove(value)
 
 

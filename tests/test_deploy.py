@@ -106,6 +106,7 @@ def test_nms_settings_are_baked_into_the_graph(prefix, tmp_path, caplog):
     (['--prefix', 'nowhere/ssd'], 'nowhere/ssd-0020.params does not exist'),
     (['--num-class', '3'], '--num-class 3 does not match the 4 class names'),
     (['--network', 'nonet'], "unknown network 'nonet'"),
+    (['--batch-size', '0'], '--batch-size must be at least 1, got 0'),
 ])
 def test_deploy_problems_are_clear_errors(prefix, caplog, extra, message):
     arguments = ['--prefix', prefix, '--epoch', '1'] if extra[0] != '--prefix' else []
@@ -116,18 +117,21 @@ def test_deploy_problems_are_clear_errors(prefix, caplog, extra, message):
 def test_onnx_export_calls_the_exporter(prefix, tmp_path, monkeypatch):
     calls = []
 
-    def export_onnx(symbol, arg_params, aux_params, data_shape, batch_size, path, opset=None):
-        calls.append((symbol, set(arg_params), data_shape, batch_size, opset))
+    def export_onnx(symbol, arg_params, aux_params, data_shape, batch_size, path, opset=None,
+                    nms=None):
+        calls.append((symbol, set(arg_params), data_shape, batch_size, opset, nms))
         with open(path, 'w') as f:
             f.write('onnx')
     monkeypatch.setitem(sys.modules, 'ssd.onnx_export', types.SimpleNamespace(export_onnx=export_onnx))
     target = tmp_path / 'model.onnx'
-    arguments = ['--prefix', prefix, '--epoch', '1', '--onnx', str(target), '--onnx-opset', '13', '--batch-size', '2']
+    arguments = ['--prefix', prefix, '--epoch', '1', '--onnx', str(target), '--onnx-opset', '13', '--batch-size', '2',
+                 '--onnx-nms', 'exact']
     assert deploy.main(arguments) == 0
-    (symbol, names, data_shape, batch_size, opset), = calls
+    (symbol, names, data_shape, batch_size, opset, nms), = calls
     assert symbol.list_outputs() == mx.sym.load(f'{prefix}-deploy-symbol.json').list_outputs()
     assert names == set(symbol.list_arguments()) - {'data'}
-    assert (data_shape, batch_size, opset) == (SHAPE, 2, 13) and target.read_text() == 'onnx'
+    assert (data_shape, batch_size, opset, nms) == (SHAPE, 2, 13, 'exact')
+    assert target.read_text() == 'onnx'
 
 
 def test_onnx_export_without_the_onnx_package_is_a_clear_error(tmp_path, monkeypatch, caplog):

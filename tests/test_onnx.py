@@ -1,7 +1,8 @@
 """ONNX export (``ssd.onnx_export``) run by onnxruntime against MXNet on the same inputs.
 
 * MultiBoxPrior / MultiBoxDetection graphs alone: bit-exact, on inputs full of score ties,
-  duplicate boxes and suppressions (the converters reproduce MXNet's operators exactly);
+  duplicate boxes and suppressions (the converters reproduce MXNet's operators exactly), with
+  either NMS conversion (ONNX NonMaxSuppression, or the exact Loop);
 * a whole SSD (mobilenet0.25, backbone to NMS) exported with ``export_onnx``: the same
   detection rows within 1e-5 (see ``E2E_ATOL``), and a model that passes the ONNX checker;
 * errors name the operator that cannot be converted; mx2onnx's converter table is restored.
@@ -15,7 +16,7 @@ import onnxruntime as ort
 import pytest
 
 import multibox.symbol as mbs
-from ssd.onnx_export import OnnxExportError, export_onnx, to_onnx_model
+from ssd.onnx_export import NMS_MODES, OnnxExportError, export_onnx, to_onnx_model
 from symbols.ssd import get_symbol
 
 NUM_CLASSES = 4
@@ -70,11 +71,12 @@ DETECTION_CASES = [
 ]
 
 
+@pytest.mark.parametrize('nms', NMS_MODES)
 @pytest.mark.parametrize('seed, params', enumerate(DETECTION_CASES), ids=repr)
-def test_detection_graph_is_bit_exact(seed, params):
+def test_detection_graph_is_bit_exact(seed, params, nms):
     inputs = tied_detection_inputs(np.random.RandomState(seed), 2, 4, 60)
     symbol = mbs.MultiBoxDetection(*(mx.sym.var(name) for name in inputs), **params)
-    model = to_onnx_model(symbol, {}, {k: v.shape for k, v in inputs.items()})
+    model = to_onnx_model(symbol, {}, {k: v.shape for k, v in inputs.items()}, nms=nms)
     expected = run_mxnet(symbol, inputs)
     [actual] = run_onnx(model, inputs)
     assert np.array_equal(actual, expected, equal_nan=True)
@@ -107,17 +109,26 @@ NMS_CASES = [
 ]
 
 
+@pytest.mark.parametrize('nms', NMS_MODES)
 @pytest.mark.parametrize('seed, case', enumerate(NMS_CASES), ids=repr)
-def test_box_nms_is_bit_exact(seed, case):
+def test_box_nms_is_bit_exact(seed, case, nms):
     params, shape = case
     inputs = {'data': tied_nms_rows(np.random.RandomState(seed), shape,
                                     params.get('in_format') == 'center')}
     symbol = mx.sym.contrib.box_nms(mx.sym.var('data'), **params)
-    [actual] = run_onnx(to_onnx_model(symbol, {}, {'data': shape}), inputs)
+    [actual] = run_onnx(to_onnx_model(symbol, {}, {'data': shape}, nms=nms), inputs)
     expected = run_mxnet(symbol, inputs)
     assert np.array_equal(actual, expected)
     if params.get('topk') != 0:  # something was filtered or suppressed
         assert (expected != -1).any(axis=-1).sum() < (inputs['data'][..., 1] > 0).sum()
+
+
+@pytest.mark.parametrize('nms, present, absent', [('standard', 'NonMaxSuppression', 'Loop'),
+                                                  ('exact', 'Loop', 'NonMaxSuppression')])
+def test_nms_mode_chooses_the_onnx_operator(nms, present, absent):
+    symbol = mx.sym.contrib.box_nms(mx.sym.var('data'), id_index=0)
+    operators = {n.op_type for n in to_onnx_model(symbol, {}, {'data': (1, 5, 6)}, nms=nms).graph.node}
+    assert present in operators and absent not in operators
 
 
 def test_prior_graph_is_bit_exact():
@@ -249,6 +260,9 @@ def test_missing_parameter_and_bad_opset():
     symbol = get_symbol('mobilenet0.25', NUM_CLASSES, DATA_SHAPE)
     with pytest.raises(ValueError, match='no value for'):
         export_onnx(symbol, {}, {}, DATA_SHAPE, 1, '/nonexistent/never.onnx')
+    with pytest.raises(ValueError, match="nms must be one of standard, exact, got 'fast'"):
+        to_onnx_model(mbs.MultiBoxPrior(mx.sym.var('data')), {}, {'data': (1, 1, 2, 2)},
+                      nms='fast')
     with pytest.raises(ValueError, match='opset'):
         to_onnx_model(mbs.MultiBoxPrior(mx.sym.var('data')), {}, {'data': (1, 1, 2, 2)},
                       opset=11)

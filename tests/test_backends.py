@@ -1,0 +1,90 @@
+"""demo.py and evaluate.py give the same detections whatever the backend (ssd.backends)."""
+import glob
+import json
+import os
+import shutil
+import sys
+
+import pytest
+
+import demo
+import evaluate
+from ssd import backends, synthetic
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+IMAGES = os.path.join(ROOT, 'examples', 'images')
+ATOL = 1e-4
+
+
+@pytest.fixture(scope='module')
+def shipped_copy(tmp_path_factory):
+    """The shipped checkpoint copied to a temporary folder (the ONNX cache is written beside it)."""
+    folder = tmp_path_factory.mktemp('model')
+    for path in glob.glob(os.path.join(ROOT, 'models', 'ssd_synthetic-0020.*')):
+        shutil.copy(path, folder)
+    return str(folder / 'ssd_synthetic')
+
+
+def demo_records(prefix, tmp_path, backend):
+    records = tmp_path / f'{backend}.json'
+    assert demo.main([IMAGES, '--prefix', prefix, '--thresh', '0.05', '--backend', backend,
+                      '--out-dir', str(tmp_path / backend), '--json', str(records)]) == 0
+    return json.loads(records.read_text())
+
+
+def assert_same_records(ours, theirs):
+    assert len(ours) == len(theirs) > 0
+    for a, b in zip(ours, theirs):
+        assert (a['image'], a['class']) == (b['image'], b['class'])
+        assert abs(a['score'] - b['score']) <= ATOL
+        # boxes are in pixels of images up to 640 wide: ATOL of a normalised corner
+        assert max(abs(x - y) for x, y in zip(a['box'], b['box'])) <= ATOL * 640
+
+
+@pytest.mark.parametrize('backend', ['onnxruntime', 'openvino', 'auto'])
+def test_demo_backends_give_mxnet_detections(shipped_copy, tmp_path, backend):
+    expected = demo_records(shipped_copy, tmp_path, 'mxnet')
+    assert_same_records(demo_records(shipped_copy, tmp_path, backend), expected)
+
+
+def test_onnx_export_is_cached_beside_the_checkpoint_and_reused(shipped_copy, tmp_path):
+    demo_records(shipped_copy, tmp_path, 'onnxruntime')
+    [cached] = glob.glob(f'{shipped_copy}-20-*.onnx')
+    before = os.stat(cached).st_mtime_ns
+    demo_records(shipped_copy, tmp_path, 'openvino')  # same graph and weights: same file
+    assert glob.glob(f'{shipped_copy}-20-*.onnx') == [cached]
+    assert os.stat(cached).st_mtime_ns == before
+    moved = str(tmp_path / 'given.onnx')
+    os.rename(cached, moved)
+    records = tmp_path / 'given.json'
+    assert demo.main([IMAGES, '--prefix', shipped_copy, '--backend', 'onnxruntime', '--onnx', moved,
+                      '--out-dir', str(tmp_path / 'given'), '--json', str(records)]) == 0
+    assert not glob.glob(f'{shipped_copy}-20-*.onnx')  # the given file was used, nothing exported
+
+
+@pytest.mark.parametrize('backend, package', [('onnxruntime', 'onnxruntime'), ('openvino', 'openvino')])
+def test_missing_runtime_is_a_clear_error(shipped_copy, tmp_path, monkeypatch, caplog, backend, package):
+    monkeypatch.setitem(sys.modules, package, None)  # as if not installed
+    assert demo.main([IMAGES, '--prefix', shipped_copy, '--backend', backend,
+                      '--out-dir', str(tmp_path)]) == 2
+    assert f'backend {backend} needs the onnx and {package} packages' in caplog.text
+    assert 'pip install -c constraints.txt -e ".[onnx]"' in caplog.text
+    assert backends.resolve('auto') != backend
+
+
+def test_missing_onnx_file_is_a_clear_error(shipped_copy, tmp_path, caplog):
+    assert demo.main([IMAGES, '--prefix', shipped_copy, '--backend', 'openvino', '--onnx',
+                      str(tmp_path / 'none.onnx')]) == 2
+    assert f'--onnx {tmp_path / "none.onnx"} does not exist' in caplog.text
+
+
+def test_evaluate_backends_give_the_same_ap(shipped_copy, tmp_path, capsys):
+    root = str(tmp_path / 'data')
+    synthetic.ensure_dataset(root, num_train=1, num_test=6, seed=9)
+    tables = {}
+    for backend in ('mxnet', 'onnxruntime', 'openvino'):
+        assert evaluate.main(['--data-root', root, '--prefix', shipped_copy, '--epoch', '20',
+                              '--batch-size', '4', '--num-workers', '0', '--backend', backend]) == 0
+        tables[backend] = capsys.readouterr().out
+    assert 'mAP' in tables['mxnet']
+    assert tables['onnxruntime'] == tables['mxnet'] == tables['openvino']

@@ -1,6 +1,6 @@
 """MultiBoxDetection block vs the native ``mx.nd.contrib.MultiBoxDetection`` (the oracle).
 
-Tiers: hand-computed cases, SPEC-ops.md section 8 edge cases, a seeded random parity suite
+Tiers: hand-computed cases, docs/ops-semantics.md §9 edge cases, a seeded random parity suite
 that varies every parameter and shape (and forces score ties and overlapping boxes),
 hybridize/export, gradients, errors. Every comparison is on the whole (B, N, 6) output,
 -1 rows included, and must be bit-exact (NaN == NaN).
@@ -81,7 +81,7 @@ def test_hand_computed_threshold_and_compaction():
     np.testing.assert_allclose(out, expected, atol=1e-6)  # decode rounds the corners
 
 
-# --------------------------------------------------------------------------- SPEC section 8
+# --------------------------------------------------------------------------- edge cases (§9)
 
 def test_score_exactly_at_threshold_is_kept():
     out = check(*inputs_from_boxes([[0.5, 0.5], [0.6, 0.4]], [[0, 0, .5, .5], [.5, .5, 1, 1]]),
@@ -183,7 +183,7 @@ def test_force_suppress_vs_per_class(force_suppress):
 
 @pytest.mark.parametrize('nms_topk', [2, 0, -5, 5, 100])
 def test_nms_topk_leftover_rows_quirk(nms_topk):
-    # SPEC 4.3 step 6 example: scores by anchor .6 .7 .4 .05 .5.
+    # docs/ops-semantics.md §4.3 step 6 example: scores by anchor .6 .7 .4 .05 .5.
     probs = [[0, .6], [0, .7], [0, .4], [0, .05], [0, .5]]
     boxes = [[i / 5, 0, i / 5 + .1, .1] for i in range(5)]
     out = check(*inputs_from_boxes(probs, boxes), nms_topk=nms_topk)

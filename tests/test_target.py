@@ -2,7 +2,7 @@
 
 Tiers: hand-computed golden values; a seeded random parity suite (every parameter and shape
 varied, outputs compared bit for bit, native errors must be errors here too); hand-made edge
-cases of SPEC-ops.md section 8; imperative == hybridized == exported symbol; gradients; errors.
+cases of docs/ops-semantics.md §9; imperative == hybridized == exported symbol; gradients; errors.
 """
 import json
 
@@ -64,7 +64,7 @@ def f32(x):
 
 
 def reference_bipartite(anchor, label):
-    """Native bipartite stage in NumPy: per anchor ``(B, N)`` its gt or -1 (SPEC 3.4 step 2)."""
+    """Native bipartite stage in NumPy: per anchor ``(B, N)`` its gt or -1 (docs/ops-semantics.md §3.4 step 2)."""
     result = -np.ones((label.shape[0], anchor.shape[1]), np.int64)
     for b in range(label.shape[0]):
         classes = label[b, :, 0]
@@ -245,7 +245,7 @@ def test_ssd300_scale_parity():
 
 
 # ------------------------------------------------------------------------------------------
-# edge cases (SPEC-ops.md section 8)
+# edge cases (docs/ops-semantics.md §9)
 
 def simple_anchors():
     return f32([[[0, 0, .5, .5], [.5, 0, 1, .5], [0, .5, .5, 1], [.5, .5, 1, 1],
@@ -279,7 +279,7 @@ def test_malformed_padding_row_raises():
 
 
 def test_bipartite_only_match_and_nonlocal_assignment():
-    """SPEC 3.4 step 2 example: A1 takes Y first, then X takes A0 although A0's argmax is Y."""
+    """docs/ops-semantics.md §3.4 step 2 example: A1 takes Y first, then X takes A0 although A0's argmax is Y."""
     anchor = f32([[[0, 0, 1, 1], [0, 0, 1, .9]]])
     label = f32([[[0, 0, 0, 1, .6], [1, 0, 0, 1, .9]]])
     got = check_parity(anchor, label, np.zeros((1, 2, 2), np.float32), overlap_threshold=0.95)

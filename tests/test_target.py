@@ -64,7 +64,10 @@ def f32(x):
 
 
 def reference_bipartite(anchor, label):
-    """Native bipartite stage in NumPy: per anchor ``(B, N)`` its gt or -1 (docs/ops-semantics.md §3.4 step 2)."""
+    """Native bipartite stage in NumPy: per anchor ``(B, N)`` its gt or -1.
+
+    docs/ops-semantics.md §3.4 step 2.
+    """
     result = -np.ones((label.shape[0], anchor.shape[1]), np.int64)
     for b in range(label.shape[0]):
         classes = label[b, :, 0]
@@ -279,7 +282,8 @@ def test_malformed_padding_row_raises():
 
 
 def test_bipartite_only_match_and_nonlocal_assignment():
-    """docs/ops-semantics.md §3.4 step 2 example: A1 takes Y first, then X takes A0 although A0's argmax is Y."""
+    """The example of docs/ops-semantics.md §3.4 step 2: A1 takes Y first, then X takes A0
+    although A0's argmax is Y."""
     anchor = f32([[[0, 0, 1, 1], [0, 0, 1, .9]]])
     label = f32([[[0, 0, 0, 1, .6], [1, 0, 0, 1, .9]]])
     got = check_parity(anchor, label, np.zeros((1, 2, 2), np.float32), overlap_threshold=0.95)

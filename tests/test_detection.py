@@ -16,6 +16,8 @@ from multibox.detection import MultiBoxDetection
 from multibox.nms import below_threshold_text
 from multibox.params import dmlc_float
 
+pytestmark = pytest.mark.parity
+
 PARAMS = ('clip', 'threshold', 'background_id', 'nms_threshold', 'force_suppress',
           'variances', 'nms_topk')
 

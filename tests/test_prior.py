@@ -6,6 +6,8 @@ import pytest
 from multibox.prior import MultiBoxPrior
 from conftest import assert_same
 
+pytestmark = pytest.mark.parity
+
 
 def native_prior(data, **params):
     return mx.nd.contrib.MultiBoxPrior(data, **params).asnumpy()

@@ -15,6 +15,8 @@ import multibox
 from multibox import matcher, mining
 from multibox.target import MultiBoxTarget
 
+pytestmark = pytest.mark.parity
+
 NATIVE_DEFAULTS = dict(overlap_threshold=0.5, ignore_label=-1.0, negative_mining_ratio=-1.0,
                        negative_mining_thresh=0.5, minimum_negative_samples=0,
                        variances=(0.1, 0.1, 0.2, 0.2))

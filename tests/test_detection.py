@@ -1,6 +1,6 @@
 """MultiBoxDetection block vs the native ``mx.nd.contrib.MultiBoxDetection`` (the oracle).
 
-Tiers: hand-computed cases, docs/ops-semantics.md §9 edge cases, a seeded random parity suite
+Contents: hand-computed cases, docs/ops-semantics.md §9 edge cases, a seeded random parity suite
 that varies every parameter and shape (and forces score ties and overlapping boxes),
 hybridize/export, gradients, errors. Every comparison is on the whole (B, N, 6) output,
 -1 rows included, and must be bit-exact (NaN == NaN).

@@ -1,8 +1,9 @@
 """MultiBoxTarget block vs the native CPU op ``mx.nd.contrib.MultiBoxTarget`` (the oracle).
 
-Tiers: hand-computed golden values; a seeded random parity suite (every parameter and shape
-varied, outputs compared bit for bit, native errors must be errors here too); hand-made edge
-cases of docs/ops-semantics.md §9; imperative == hybridized == exported symbol; gradients; errors.
+Contents: hand-computed golden values; a seeded random parity suite (every parameter and shape
+varied, outputs compared bit for bit, a native error must be ours too, with the same cause);
+hand-made edge cases of docs/ops-semantics.md §9; imperative == hybridized == exported symbol;
+gradients; errors.
 """
 import json
 import re

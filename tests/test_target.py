@@ -45,30 +45,34 @@ def ours(anchor, label, cls_pred, hybridize=False, **params):
     return [o.asnumpy() for o in block(nd.array(anchor), nd.array(label), nd.array(cls_pred))]
 
 
-# The native CHECK that fails -> the cause our ValueError must name (docs/ops-semantics.md §5).
-NATIVE_CAUSES = {
-    'padding': ('== -1.0f', r'label of image \d+: the first padding row \(class -1\) must have '
-                            r'coordinates -1'),
-    'mining_thresh': ('negative_mining_thresh > 0', r'negative_mining_thresh=\S+ must be > 0'),
-    'shortage': ('temp.size() >= num_negative', None),  # pattern built by native_cause
-}
 _SHORTAGE_COUNTS = re.compile(r'temp\.size\(\) >= num_negative \((\d+) vs\. (\d+)\)')
 
 
-def native_cause(error):
-    """``(cause, pattern)`` of a native MXNetError: the name and the regex our message matches.
+def _shortage_message(native_text):
+    """A shortage names its numbers: native ``(found vs. wanted)`` are our candidates and
+    negatives."""
+    found, wanted = _SHORTAGE_COUNTS.search(native_text).groups()
+    return (rf'hard negative mining of image \d+ needs {wanted} negatives \(.*\) but only '
+            rf'{found} anchors are candidates')
 
-    A mining shortage also carries its numbers: the native ``(found vs. wanted)`` must be the
-    candidates and negatives our message names.
-    """
+
+# cause: (the native CHECK text, our ValueError's message as a regex, from the native text);
+# see docs/ops-semantics.md §5
+NATIVE_CAUSES = {
+    'padding': ('== -1.0f', lambda native_text: r'label of image \d+: the first padding row '
+                                                r'\(class -1\) must have coordinates -1'),
+    'mining_thresh': ('negative_mining_thresh > 0',
+                      lambda native_text: r'negative_mining_thresh=\S+ must be > 0'),
+    'shortage': ('temp.size() >= num_negative', _shortage_message),
+}
+
+
+def native_cause(error):
+    """``(cause, pattern)`` of a native MXNetError: its name and the regex our message matches."""
     text = str(error)
-    for cause, (check, pattern) in NATIVE_CAUSES.items():
+    for cause, (check, message) in NATIVE_CAUSES.items():
         if check in text:
-            if cause == 'shortage':
-                found, wanted = _SHORTAGE_COUNTS.search(text).groups()
-                pattern = (rf'hard negative mining of image \d+ needs {wanted} negatives '
-                           rf'\(.*\) but only {found} anchors are candidates')
-            return cause, pattern
+            return cause, message(text)
     raise AssertionError(f"a native error that MultiBoxTarget does not reproduce: {text[:400]}")
 
 

@@ -2,7 +2,7 @@
 
 ``encode`` (used by MultiBoxTarget) and ``decode`` (used by MultiBoxDetection) are each
 other's inverse up to rounding. Both reproduce the native CPU ops' float32 operation order
-exactly (SPEC-ops.md sections 3.4 and 4.3), so the result matches bit for bit; every binary
+exactly (docs/ops-semantics.md §3.4 and §4.3), so the result matches bit for bit; every binary
 operation below is a separate MXNet op, and MXNet does not fuse elementwise ops.
 
 Box format everywhere: corner ``[xmin, ymin, xmax, ymax]``, normalized to the image.

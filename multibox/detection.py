@@ -2,7 +2,7 @@
 
 A HybridBlock made of standard MXNet operators that reproduces the native CPU operator
 MXNet 1.9.1's native contrib ``MultiBoxDetection`` bit for bit, quirks included
-(SPEC-ops.md section 4.3):
+(docs/ops-semantics.md §4.3):
 
 * the detection of anchor ``i`` is its best foreground class (strict ``>``, starting from -1, so
   ties pick the lowest class and NaN never wins); it is kept iff ``not score < threshold``;

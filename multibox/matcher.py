@@ -1,6 +1,6 @@
 """Anchor <-> ground-truth matching of MultiBoxTarget: bipartite stage, then threshold stage.
 
-Reproduces the native CPU op (SPEC-ops.md section 3.4 steps 1-3) with standard MXNet operators
+Reproduces the native CPU op (docs/ops-semantics.md §3.4 steps 1-3) with standard MXNet operators
 and no control flow (MXNet infers no shapes through ``while_loop``/``cond``, which legacy
 ``Symbol.bind``/``Module`` need). Works for ``F = mx.nd`` and ``F = mx.sym``; no shape is read.
 
@@ -103,7 +103,7 @@ def pad_anchors(F, anchors):
 def iou_matrix(F, gt_boxes, anchors):
     """IoU ``(M, B, N')`` of sanitized gts ``(B, M, 4)`` and padded anchors ``(1, N', 4)``.
 
-    ``box_iou`` equals the native IoU bit for bit (SPEC-ops.md section 3.3).
+    ``box_iou`` equals the native IoU bit for bit (docs/ops-semantics.md §3.3).
     """
     by_gt = F.transpose(gt_boxes, axes=(1, 0, 2))
     return F.contrib.box_iou(by_gt, F.reshape(anchors, (-1, 4)), format='corner')

@@ -1,4 +1,5 @@
-"""Hard negative mining of MultiBoxTarget (native CPU semantics, SPEC-ops.md section 3.4 step 4).
+"""Hard negative mining of MultiBoxTarget (native CPU semantics: docs/ops-semantics.md §3.4,
+step 4).
 
 Candidates are non-positive anchors whose best IoU is below ``negative_mining_thresh``. They are
 ranked by the softmax probability of class 0 (background), ascending -- the hardest negatives

@@ -1,6 +1,6 @@
 """Greedy non-maximum suppression with MultiBoxDetection's native semantics, on ``box_nms``.
 
-Native rule (SPEC-ops.md section 4.3 step 7): rows are visited in sorted order; a row that is
+Native rule (docs/ops-semantics.md §4.3 step 7): rows are visited in sorted order; a row that is
 still alive suppresses every later alive row of the same class (any class if
 ``force_suppress``) whose IoU with it is ``>= nms_threshold``; suppressed rows cannot suppress.
 

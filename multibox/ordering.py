@@ -1,7 +1,7 @@
 """Exact orderings built from MXNet operators: stable sort keys, compaction, row scatter/gather.
 
 MXNet's ``argsort``/``topk``/``sort`` are not stable on CPU for more than 16 elements
-(SPEC-ops.md section 9), so ties cannot be left to them. Instead every helper here works with
+(docs/ops-semantics.md §8), so ties cannot be left to them. Instead every helper here works with
 *distinct* keys or with explicit permutations, which any sort orders the same way.
 
 All helpers take ``F`` (``mx.nd`` or ``mx.sym``) first and never read shapes, so they hybridize

@@ -5,7 +5,7 @@ The native ops receive every parameter as ``str(value)`` and parse it in C++:
 * tuple parameters (sizes, ratios, steps, offsets, variances) with ``std::istream >> float``,
   which rounds correctly, i.e. to ``numpy.float32(value)``;
 * scalar float parameters (thresholds, ``ignore_label``, ``negative_mining_ratio``) with
-  ``dmlc::strtof``, which is *not* always correctly rounded (SPEC-ops.md section 1).
+  ``dmlc::strtof``, which is *not* always correctly rounded (docs/ops-semantics.md §1).
 
 To make the same decisions at exact boundaries (an IoU exactly at a threshold) the blocks use
 the very float32 value the native op would have used; :func:`dmlc_float` reproduces that parser.

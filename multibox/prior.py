@@ -7,8 +7,8 @@ torchvision's ``DefaultBoxGenerator`` makes ``2 + 2 * len(ratios)`` instead).
 For a size ``s`` and ratio ``r`` on an ``H x W`` map the box is ``s * sqrt(r) * H / W`` wide and
 ``s / sqrt(r)`` tall in normalized units, i.e. ``s * sqrt(r)`` by ``s / sqrt(r)`` of the image
 height in pixels when the image has the map's aspect (the ``H / W`` factor comes from MXNet
-PR #7083). Every value is computed in the native op's float32 operation order (SPEC-ops.md 2.3),
-so the output equals the native CPU op bit for bit.
+PR #7083). Every value is computed in the native op's float32 operation order
+(docs/ops-semantics.md §2.3), so the output equals the native CPU op bit for bit.
 
 Deliberate difference: the native op silently accepts non-positive sizes or ratios (inverted,
 infinite or NaN boxes); this block refuses them with a ValueError.

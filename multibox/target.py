@@ -1,6 +1,6 @@
 """MultiBoxTarget as a HybridBlock: SSD training targets, bit-exact with the native CPU op.
 
-Recipe (SPEC-ops.md section 3.4): valid gts -> IoU -> bipartite + threshold matching
+Recipe (docs/ops-semantics.md §3.4): valid gts -> IoU -> bipartite + threshold matching
 (:mod:`multibox.matcher`) -> negatives, all or mined (:mod:`multibox.mining`) -> class targets
 and box offsets (:func:`multibox.coder.encode`).
 

@@ -1,4 +1,8 @@
-"""Shared helpers for the test suite (the native ops are the oracle here; the library never calls them)."""
+"""Shared helpers for the test suite (the native ops are the oracle here; the library never calls them).
+
+Every test carries exactly one tier marker (``unit``, ``parity``, ``e2e``, see pytest.ini),
+usually as a module-level ``pytestmark``; collection fails otherwise.
+"""
 import os
 
 import numpy as np
@@ -7,13 +11,39 @@ import pytest
 # The native mining probability equals F.softmax only with the default float32 accumulation.
 os.environ.pop('MXNET_SAFE_ACCUMULATION', None)
 
+TIERS = ('unit', 'parity', 'e2e')
 
-def assert_same(ours, native, atol=0.0, rtol=0.0):
-    """Whole-array comparison: same shape, same NaN positions, values within tolerance."""
+
+def pytest_collection_modifyitems(config, items):
+    """Refuse to run a suite in which some test has no tier marker, or more than one."""
+    wrong = []
+    for item in items:
+        tiers = sorted({mark.name for mark in item.iter_markers() if mark.name in TIERS})
+        if len(tiers) != 1:
+            wrong.append(f"{item.nodeid}: {tiers or 'no tier'}")
+    if wrong:
+        raise pytest.UsageError("every test needs exactly one tier marker out of "
+                                f"{', '.join(TIERS)}:\n  " + "\n  ".join(wrong))
+
+
+def assert_same(ours, native, context='', atol=0.0, rtol=0.0):
+    """Whole-output comparison of ours with the native op's: bit-exact unless told otherwise.
+
+    ``ours`` and ``native`` are arrays, or equally long sequences of arrays (the outputs of a
+    multi-output op). Each pair must have the same shape, NaN at the same positions and the
+    other values within ``atol + rtol * |native|`` (0: equal; -0.0 equals 0.0).
+    """
+    if isinstance(ours, (list, tuple)):
+        assert isinstance(native, (list, tuple)) and len(ours) == len(native), \
+            f"{len(ours)} outputs != native {len(native)} {context}"
+        for index, (mine, theirs) in enumerate(zip(ours, native)):
+            assert_same(mine, theirs, f"output {index} {context}", atol=atol, rtol=rtol)
+        return
     ours, native = np.asarray(ours), np.asarray(native)
-    assert ours.shape == native.shape, f"shape {ours.shape} != native {native.shape}"
-    assert np.array_equal(np.isnan(ours), np.isnan(native)), "NaN positions differ"
-    np.testing.assert_allclose(ours, native, atol=atol, rtol=rtol, equal_nan=True)
+    assert ours.shape == native.shape, f"shape {ours.shape} != native {native.shape} {context}"
+    assert np.array_equal(np.isnan(ours), np.isnan(native)), f"NaN positions differ {context}"
+    np.testing.assert_allclose(ours, native, atol=atol, rtol=rtol, equal_nan=True,
+                               err_msg=str(context))
 
 
 @pytest.fixture

@@ -11,6 +11,8 @@ from gluoncv.data.transforms.presets.ssd import SSDDefaultTrainTransform
 from ssd import augment
 from ssd.dataset import MEAN, STD
 
+pytestmark = pytest.mark.parity
+
 
 def random_label(rng, width, height, count):
     """``count`` float32 rows [xmin, ymin, xmax, ymax, class, difficult]; some degenerate."""

@@ -20,6 +20,8 @@ from ssd.results import coco_results
 from ssd.synthetic import CLASSES, draw_image
 from tiny_ssd import save_checkpoint
 
+pytestmark = pytest.mark.e2e
+
 SPLIT = 'val2017'
 # COCO's ids are not contiguous, and sorted by id these names are not in CLASSES order: a
 # detection of class index k must still reach category id CATEGORY_IDS[CLASSES[k]]

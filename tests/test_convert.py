@@ -14,6 +14,8 @@ import symbols
 from symbols import convert
 from symbols.ssd import layer_anchors
 
+pytestmark = pytest.mark.parity
+
 
 def _gluoncv_ssd(shape, seed=0):
     mx.random.seed(seed)

@@ -9,6 +9,8 @@ from ssd import annotations, checkpoint, synthetic
 from ssd.dataset import DetectionDataset, EpochSampler, FileSource, label_width
 from ssd.records import RecordSource, pack_label, unpack_label, write_record_file
 
+pytestmark = pytest.mark.e2e
+
 CLASSES = list(synthetic.CLASSES)
 
 

@@ -17,6 +17,8 @@ from ssd.annotations import Record
 from ssd.dataset import DetectionDataset, FileSource, preprocess
 from tiny_ssd import SHAPE, save_checkpoint, write_image
 
+pytestmark = pytest.mark.e2e
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 

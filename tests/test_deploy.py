@@ -17,6 +17,8 @@ import symbols
 from ssd import checkpoint
 from tiny_ssd import NETWORK, SHAPE, save_checkpoint, write_image
 
+pytestmark = pytest.mark.e2e
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # Plain MXNet only: the project's packages cannot be imported, cwd is not the repository.

@@ -1,6 +1,6 @@
 """MultiBoxDetection block vs the native ``mx.nd.contrib.MultiBoxDetection`` (the oracle).
 
-Tiers: hand-computed cases, SPEC-ops.md section 8 edge cases, a seeded random parity suite
+Contents: hand-computed cases, docs/ops-semantics.md §9 edge cases, a seeded random parity suite
 that varies every parameter and shape (and forces score ties and overlapping boxes),
 hybridize/export, gradients, errors. Every comparison is on the whole (B, N, 6) output,
 -1 rows included, and must be bit-exact (NaN == NaN).
@@ -15,6 +15,9 @@ import pytest
 from multibox.detection import MultiBoxDetection
 from multibox.nms import below_threshold_text
 from multibox.params import dmlc_float
+from conftest import assert_same
+
+pytestmark = pytest.mark.parity
 
 PARAMS = ('clip', 'threshold', 'background_id', 'nms_threshold', 'force_suppress',
           'variances', 'nms_topk')
@@ -33,16 +36,9 @@ def ours(cls_prob, loc_pred, anchor, hybridize=False, **params):
     return block(*args).asnumpy()
 
 
-def assert_same(expected, actual, context=''):
-    assert expected.shape == actual.shape, context
-    np.testing.assert_allclose(actual, expected, rtol=1e-4, atol=1e-4, equal_nan=True,
-                               err_msg=context)
-    assert np.array_equal(expected, actual, equal_nan=True), f"not bit-exact: {context}"
-
-
 def check(cls_prob, loc_pred, anchor, **params):
     expected = native(cls_prob, loc_pred, anchor, **params)
-    assert_same(expected, ours(cls_prob, loc_pred, anchor, **params), repr(params))
+    assert_same(ours(cls_prob, loc_pred, anchor, **params), expected, repr(params))
     return expected
 
 
@@ -81,7 +77,7 @@ def test_hand_computed_threshold_and_compaction():
     np.testing.assert_allclose(out, expected, atol=1e-6)  # decode rounds the corners
 
 
-# --------------------------------------------------------------------------- SPEC section 8
+# --------------------------------------------------------------------------- edge cases (§9)
 
 def test_score_exactly_at_threshold_is_kept():
     out = check(*inputs_from_boxes([[0.5, 0.5], [0.6, 0.4]], [[0, 0, .5, .5], [.5, .5, 1, 1]]),
@@ -183,7 +179,7 @@ def test_force_suppress_vs_per_class(force_suppress):
 
 @pytest.mark.parametrize('nms_topk', [2, 0, -5, 5, 100])
 def test_nms_topk_leftover_rows_quirk(nms_topk):
-    # SPEC 4.3 step 6 example: scores by anchor .6 .7 .4 .05 .5.
+    # docs/ops-semantics.md §4.3 step 6 example: scores by anchor .6 .7 .4 .05 .5.
     probs = [[0, .6], [0, .7], [0, .4], [0, .05], [0, .5]]
     boxes = [[i / 5, 0, i / 5 + .1, .1] for i in range(5)]
     out = check(*inputs_from_boxes(probs, boxes), nms_topk=nms_topk)
@@ -223,7 +219,7 @@ def test_background_id_is_ignored(background_id):
     rng = np.random.RandomState(5)
     cls_prob, loc, anchors = random_case(rng, 2, 4, 50)
     expected = native(cls_prob, loc, anchors)
-    assert_same(expected, ours(cls_prob, loc, anchors, background_id=background_id))
+    assert_same(ours(cls_prob, loc, anchors, background_id=background_id), expected)
 
 
 # --------------------------------------------------------------------------- random parity
@@ -275,7 +271,7 @@ def test_random_parity(seed):
     params = random_params(rng)
     cls_prob, loc, anchors = random_case(rng, batch, classes, n)
     expected = native(cls_prob, loc, anchors, **params)
-    assert_same(expected, ours(cls_prob, loc, anchors, **params), f"seed {seed} {params}")
+    assert_same(ours(cls_prob, loc, anchors, **params), expected, f"seed {seed} {params}")
 
 
 def test_random_suite_exercises_ties_and_suppression():
@@ -321,8 +317,8 @@ def test_hybridized_equals_imperative_and_native():
     for params in (dict(), dict(nms_topk=5, force_suppress=True), dict(nms_threshold=0)):
         cls_prob, loc, anchors = random_case(rng, 3, 4, 60)
         expected = native(cls_prob, loc, anchors, **params)
-        assert_same(expected, ours(cls_prob, loc, anchors, **params))
-        assert_same(expected, ours(cls_prob, loc, anchors, hybridize=True, **params))
+        assert_same(ours(cls_prob, loc, anchors, **params), expected)
+        assert_same(ours(cls_prob, loc, anchors, hybridize=True, **params), expected)
 
 
 def test_hybridized_block_handles_new_shapes():
@@ -332,7 +328,7 @@ def test_hybridized_block_handles_new_shapes():
     for batch, classes, n in ((2, 3, 30), (1, 5, 7), (4, 2, 100)):
         cls_prob, loc, anchors = random_case(rng, batch, classes, n)
         out = block(*[mx.nd.array(x) for x in (cls_prob, loc, anchors)]).asnumpy()
-        assert_same(native(cls_prob, loc, anchors, nms_topk=10), out)
+        assert_same(out, native(cls_prob, loc, anchors, nms_topk=10))
 
 
 def test_export_runs_in_plain_mxnet(tmp_path):
@@ -351,7 +347,7 @@ def test_export_runs_in_plain_mxnet(tmp_path):
     inputs = dict(zip(symbol.list_arguments(),
                       [mx.nd.array(x) for x in (cls_prob, loc, anchors)]))
     out = symbol.bind(mx.cpu(), inputs).forward()[0].asnumpy()
-    assert_same(native(cls_prob, loc, anchors, **params), out)
+    assert_same(out, native(cls_prob, loc, anchors, **params))
 
 
 def test_symbol_inputs():
@@ -398,7 +394,7 @@ def test_parameters_as_strings():
                       nms_topk=4, threshold=0.1, force_suppress=True)
     actual = ours(cls_prob, loc, anchors, clip='False', variances='(0.1, 0.2, 0.3, 0.4)',
                   nms_topk='4', threshold='0.1', force_suppress='1')
-    assert_same(expected, actual)
+    assert_same(actual, expected)
 
 
 @pytest.mark.parametrize('shapes, match', [
@@ -445,5 +441,5 @@ def test_symbol_api_infers_shape_and_binds_in_module():
     cls_prob, loc, anchors = random_case(rng, 2, 4, 30)
     module.init_params(arg_params={'det_anchor': mx.nd.array(anchors)}, allow_missing=False)
     module.forward(mx.io.DataBatch([mx.nd.array(cls_prob), mx.nd.array(loc)]), is_train=False)
-    assert_same(native(cls_prob, loc, anchors, nms_threshold=0.45, nms_topk=20),
-                module.get_outputs()[0].asnumpy())
+    assert_same(module.get_outputs()[0].asnumpy(),
+                native(cls_prob, loc, anchors, nms_threshold=0.45, nms_topk=20))

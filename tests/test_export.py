@@ -16,6 +16,8 @@ import pytest
 import multibox
 from conftest import assert_same
 
+pytestmark = pytest.mark.parity
+
 
 def prior_case(rng):
     params = dict(sizes=(0.3, 0.6), ratios=(1, 2, 0.5), clip=True)

@@ -13,6 +13,8 @@ import pytest
 import multibox
 from conftest import assert_same
 
+pytestmark = pytest.mark.parity
+
 
 def ssd_like_graph(ops, num_classes=3):
     data, label = mx.sym.var('data'), mx.sym.var('label')

@@ -19,6 +19,8 @@ import multibox.symbol as mbs
 from ssd.onnx_export import NMS_MODES, OnnxExportError, export_onnx, to_onnx_model
 from symbols.ssd import get_symbol
 
+pytestmark = pytest.mark.e2e
+
 NUM_CLASSES = 4
 DATA_SHAPE = 128
 BATCH = 2

@@ -5,6 +5,8 @@ import pytest
 
 from multibox.params import as_bool, as_int, dmlc_float, float_tuple
 
+pytestmark = pytest.mark.unit
+
 
 def native_scalar_parse(value):
     """The native op writes ignore_label verbatim into cls_target for images without objects."""

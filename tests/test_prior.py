@@ -6,12 +6,14 @@ import pytest
 from multibox.prior import MultiBoxPrior
 from conftest import assert_same
 
+pytestmark = pytest.mark.parity
+
 
 def native_prior(data, **params):
     return mx.nd.contrib.MultiBoxPrior(data, **params).asnumpy()
 
 
-# --- tier 1: values computed by hand -------------------------------------------------------
+# --- values computed by hand -------------------------------------------------------
 
 def test_two_by_two_map_by_hand():
     anchors = MultiBoxPrior(sizes=(0.5,), ratios=(1.0,))(mx.nd.zeros((1, 1, 2, 2))).asnumpy()
@@ -45,7 +47,7 @@ def test_mxnet_unittest_golden_values():
                                atol=1e-5, rtol=1e-5)
 
 
-# --- tier 2: parity with the native op -----------------------------------------------------
+# --- parity with the native op -----------------------------------------------------
 
 def random_prior_case(rng):
     params = dict(sizes=tuple(np.round(rng.uniform(0.02, 1.6, rng.randint(1, 5)), 4)),
@@ -121,7 +123,7 @@ def test_repeated_calls_return_independent_arrays():
     assert_same(block(mx.nd.zeros((2, 5, 3, 3))).asnumpy(), expected)
 
 
-# --- tier 3: gradients ----------------------------------------------------------------------
+# --- gradients ----------------------------------------------------------------------
 
 def test_no_gradient_reaches_data():
     data = mx.nd.ones((1, 2, 3, 3))
@@ -133,7 +135,7 @@ def test_no_gradient_reaches_data():
     assert data.grad.abs().sum().asscalar() == 0
 
 
-# --- tier 4: errors ---------------------------------------------------------------------------
+# --- errors ---------------------------------------------------------------------------
 
 @pytest.mark.parametrize('params, match', [
     (dict(sizes=()), 'sizes must not be empty'),

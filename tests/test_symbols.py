@@ -15,6 +15,8 @@ import symbols
 from symbols import presets
 from symbols.ssd import inference_graph, layer_anchors, training_graph
 
+pytestmark = pytest.mark.e2e
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LIGHT, LIGHT_SHAPE = 'mobilenet0.25', 128  # the light network at a tiny input keeps tests fast
 

@@ -15,6 +15,8 @@ import evaluate
 import train
 from ssd import synthetic
 
+pytestmark = pytest.mark.e2e
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ['--network', 'mobilenet0.25', '--data-shape', '128', '--batch-size', '4', '--num-workers', '0',
         '--frequent', '0', '--lr', '0.005']

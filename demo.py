@@ -25,7 +25,7 @@ import warnings
 import mxnet as mx
 from PIL import Image, UnidentifiedImageError
 
-from ssd import checkpoint, models
+from ssd import checkpoint, images, models, options
 from ssd.annotations import read_class_names
 from ssd.dataset import preprocess
 from ssd import backends
@@ -40,8 +40,7 @@ OUTPUT_SUFFIX = '_det.png'
 log = logging.getLogger('demo')
 
 
-class ImageError(ValueError):
-    """An image that cannot be used; the message starts with its path."""
+ImageError = images.UnreadableImage  # an image that cannot be used; the message starts with its path
 
 
 def parse_args(argv=None):
@@ -49,9 +48,9 @@ def parse_args(argv=None):
     p.add_argument('images', nargs='*', help='image files or folders (default: examples/images)')
     model = p.add_argument_group('model')
     model.add_argument('--prefix', default=None, help='checkpoint prefix (default: the shipped models/ssd_synthetic)')
-    model.add_argument('--epoch', default=str(DEFAULT_EPOCH), help="epoch number or 'best' (default: 20)")
+    model.add_argument('--epoch', type=options.epoch_name, default=str(DEFAULT_EPOCH), help="epoch number or 'best' (default: 20)")
     model.add_argument('--network', default=None, help='default: from the checkpoint')
-    model.add_argument('--data-shape', type=int, default=None, help='input size (default: from the checkpoint)')
+    model.add_argument('--data-shape', type=options.positive_int, default=None, help='input size (default: from the checkpoint)')
     model.add_argument('--class-names', default=None, help='comma list or file (default: from the checkpoint)')
     model.add_argument('--deploy', action='store_true', help="run the graph deploy.py wrote: PREFIX-deploy-*")
     model.add_argument('--pretrained', default=None, metavar='gluoncv:NAME',
@@ -60,11 +59,10 @@ def parse_args(argv=None):
                        help='mxnet, or the ONNX export run by onnxruntime/openvino (default auto: the fastest installed)')
     model.add_argument('--onnx', default=None, metavar='FILE',
                        help='ONNX file to run (default: exported on first use, cached beside the checkpoint)')
-    nms = p.add_argument_group('detection (default: 0.45, class-wise, top 400; baked into a --deploy graph)')
-    nms.add_argument('--nms', type=float, default=None, help='NMS IoU threshold')
-    nms.add_argument('--force-nms', action='store_true', default=None, help='NMS across classes')
-    nms.add_argument('--nms-topk', type=int, default=None, help='boxes kept before NMS')
-    nms.add_argument('--thresh', type=float, default=0.5, help='lowest score printed and drawn')
+    nms = options.add_nms_options(p.add_argument_group(
+        f'detection (default: {options.NMS_THRESH}, class-wise, top {options.NMS_TOPK}; baked into a --deploy graph)'),
+        defaults=False)
+    nms.add_argument('--thresh', type=options.probability, default=0.5, help='lowest score printed and drawn')
     dev = p.add_mutually_exclusive_group()
     dev.add_argument('--gpu', type=int, default=None, metavar='N', help='run on GPU N')
     dev.add_argument('--cpu', action='store_true', help='run on the CPU (the default)')
@@ -73,7 +71,7 @@ def parse_args(argv=None):
     out.add_argument('--json', default=None, metavar='FILE', help='also write all detections as JSON')
     out.add_argument('--show', action='store_true', help='open a window per image when a display exists')
     out.add_argument('--timer', action='store_true', help='print load, first-image and per-image times')
-    out.add_argument('--max-pixels', type=int, default=MAX_PIXELS, help='largest image accepted (width x height)')
+    out.add_argument('--max-pixels', type=options.positive_int, default=MAX_PIXELS, help='largest image accepted (width x height)')
     return p.parse_intermixed_args(argv)  # images may come before and after options
 
 
@@ -189,19 +187,17 @@ def run(detector, model, paths, args, failures):
 
 
 def read_image(path, max_pixels=MAX_PIXELS):
-    """HWC uint8 RGB NDArray of ``path``, decoded as validation decodes (``mx.image.imread``: 3
-    channels, grey repeated, alpha dropped, 16-bit scaled to 8). The size is read from the header
-    first, so an image above ``max_pixels`` is refused before any pixel is decoded."""
+    """HWC uint8 RGB NDArray of ``path``, decoded and checked as validation decodes (``ssd.images``:
+    3 channels, grey repeated, alpha dropped, 16-bit scaled to 8; truncated files refused). The
+    size is read from the header first, so an image above ``max_pixels`` is refused before any
+    pixel is decoded."""
     if not os.path.isfile(path):
         raise ImageError(f"{path}: {'not a file' if os.path.exists(path) else 'no such file'}")
     width, height = image_size(path)
     if width * height > max_pixels:
         raise ImageError(f"{path}: {width}x{height} pixels is above the limit of {max_pixels} "
                          f"(--max-pixels); scale the image down")
-    try:
-        return mx.image.imread(path, flag=1)
-    except mx.base.MXNetError as error:
-        raise ImageError(f"{path}: cannot be decoded by OpenCV ({str(error).strip().splitlines()[-1]})") from error
+    return images.read_image(path)
 
 
 def image_size(path):

@@ -1,7 +1,7 @@
 """Write an SSD's inference graph for deployment: box decoding and NMS baked in, no training nodes.
 
     python deploy.py --network mobilenet0.25 --data-shape 256 --prefix models/ssd_synthetic --epoch 20
-    python deploy.py --prefix model/ssd300 --epoch 240 --nms 0.45 --nms-topk 400 --force-nms --onnx ssd300.onnx
+    python deploy.py --prefix model/ssd300 --epoch 240 --nms 0.5 --nms-topk 200 --force-nms --onnx ssd300.onnx
 
 Writes, atomically, ``PREFIX-deploy-symbol.json`` and ``PREFIX-deploy-0000.params`` (MXNet's
 checkpoint names; the graph is made of MXNet's standard operators only, so plain MXNet runs it
@@ -25,7 +25,7 @@ import logging
 import os
 import sys
 
-from ssd import checkpoint, models
+from ssd import checkpoint, models, options
 from ssd.annotations import read_class_names
 
 log = logging.getLogger('deploy')
@@ -35,19 +35,17 @@ DEFAULT_PREFIX = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'model
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--prefix', default=DEFAULT_PREFIX, help='checkpoint prefix (default: the shipped model)')
-    p.add_argument('--epoch', default='20', help="epoch number or 'best' (default: 20)")
+    p.add_argument('--epoch', type=options.epoch_name, default='20', help="epoch number or 'best' (default: 20)")
     p.add_argument('--network', default=None, help='default: from the checkpoint')
-    p.add_argument('--data-shape', type=int, default=None, help='default: from the checkpoint')
+    p.add_argument('--data-shape', type=options.positive_int, default=None, help='default: from the checkpoint')
     p.add_argument('--class-names', default=None, help='comma list or file (default: from the checkpoint)')
-    p.add_argument('--num-class', type=int, default=None, help='number of classes (checked)')
-    p.add_argument('--nms', type=float, default=0.45, help='NMS IoU threshold baked into the graph')
-    p.add_argument('--nms-topk', type=int, default=400, help='boxes kept before NMS')
-    p.add_argument('--force-nms', action='store_true', help='NMS across classes')
+    p.add_argument('--num-class', type=options.positive_int, default=None, help='number of classes (checked)')
+    options.add_nms_options(p.add_argument_group('detection baked into the graph'))
     p.add_argument('--onnx', default=None, metavar='FILE', help='also export to this ONNX file')
-    p.add_argument('--onnx-opset', type=int, default=None, help="ONNX opset (default: the exporter's)")
+    p.add_argument('--onnx-opset', type=options.positive_int, default=None, help="ONNX opset (default: the exporter's)")
     p.add_argument('--onnx-nms', choices=['standard', 'exact'], default='standard',
                    help='ONNX NMS: standard NonMaxSuppression (fast) or exact Loop (MXNet tie order)')
-    p.add_argument('--batch-size', type=int, default=None,
+    p.add_argument('--batch-size', type=options.positive_int, default=None,
                    help='fixed batch size of the ONNX graph (default: symbolic, any batch size)')
     return p.parse_args(argv)
 
@@ -74,8 +72,6 @@ def main(argv=None):
 
 
 def load(args):
-    if args.batch_size is not None and args.batch_size < 1:
-        raise ValueError(f"--batch-size must be at least 1, got {args.batch_size}")
     class_names = read_class_names(args.class_names)
     nms = {'nms_thresh': args.nms, 'force_suppress': args.force_nms, 'nms_topk': args.nms_topk}
     model = models.from_checkpoint(args.prefix, args.epoch, args.network, args.data_shape, class_names, nms)

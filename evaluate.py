@@ -17,55 +17,41 @@ import sys
 
 import mxnet as mx
 
-from ssd import backends, checkpoint, models, results
+from ssd import backends, checkpoint, models, options, results
 from ssd.annotations import read_class_names
 from ssd.dataset import DetectionDataset, EpochSampler, label_width
 from ssd.evaluation import VOCEvaluator, coco_ap, format_ap_table
 from ssd.inference import contexts, evaluate_loader
 from ssd.sources import DataSpec, open_split, report_problems
 
-DEFAULT_SETS = {'synthetic': '2007_test', 'voc': '2007_test', 'coco': 'val2017', 'rec': ''}
 log = logging.getLogger('evaluate')
 
 
 def parse_args(argv=None):
+    """The command line; every value is checked here (``ssd.options``): a bad one exits 2 naming it."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument('--dataset', choices=['synthetic', 'voc', 'coco', 'rec'], default='synthetic')
-    p.add_argument('--data-root', default=None)
-    p.add_argument('--val-sets', default=None, help='voc: 2007_test; coco: val2017')
-    p.add_argument('--val-path', default=None, help='.rec file (--dataset rec)')
-    p.add_argument('--class-names', default=None, help='comma list or file; default: from the checkpoint')
-    p.add_argument('--num-class', type=int, default=None)
-    p.add_argument('--network', default=None, help='default: from the checkpoint')
-    p.add_argument('--data-shape', type=int, default=None, help='default: from the checkpoint')
-    p.add_argument('--prefix', default='model/ssd')
-    p.add_argument('--epoch', default=None, help="epoch number or 'best' (default: the latest)")
-    p.add_argument('--batch-size', type=int, default=8)
-    p.add_argument('--num-workers', type=int, default=2)
-    p.add_argument('--gpus', default='')
-    p.add_argument('--num-cpu-contexts', type=int, default=1)
-    p.add_argument('--backend', choices=backends.BACKENDS, default='auto',
-                   help='mxnet, or the ONNX export run by onnxruntime/openvino (default auto: the fastest installed)')
-    p.add_argument('--onnx', default=None, metavar='FILE',
-                   help='ONNX file to run (default: exported on first use, cached beside the checkpoint)')
-    p.add_argument('--nms', type=float, default=0.45)
-    p.add_argument('--nms-topk', type=int, default=400)
-    p.add_argument('--force-nms', dest='force_nms', action='store_true')
-    p.add_argument('--no-force-nms', dest='force_nms', action='store_false')
-    p.add_argument('--overlap', type=float, default=0.5)
-    p.add_argument('--voc07', dest='voc07', action='store_true')
-    p.add_argument('--no-voc07', dest='voc07', action='store_false')
-    p.add_argument('--use-difficult', dest='use_difficult', action='store_true',
-                   help='score difficult objects as ordinary ones (the VOC devkit ignores them: the default)')
-    p.add_argument('--no-use-difficult', dest='use_difficult', action='store_false')
-    p.add_argument('--save-detections', default=None, help='JSON file of all detections (pixels, dataset image ids)')
-    p.add_argument('--results-dir', default=None,
-                   help="write the VOC devkit's comp4_det_<split>_<class>.txt files (VOC) or COCO's results JSON")
-    p.add_argument('--pr-plot', default=None, help='precision-recall PNG (default: in --results-dir, '
-                   'else PREFIX-precision_recall.png)')
-    p.set_defaults(voc07=True, use_difficult=False, force_nms=False)
-    args = p.parse_args(argv)
-    args.val_sets = [s for s in (args.val_sets or DEFAULT_SETS[args.dataset]).split(',') if s]
+    options.add_data_options(p, training=False, class_names_help='comma list or file; default: from the checkpoint')
+    model = p.add_argument_group('model')
+    model.add_argument('--network', default=None, help='default: from the checkpoint')
+    model.add_argument('--data-shape', type=options.positive_int, default=None, help='default: from the checkpoint')
+    model.add_argument('--prefix', default='model/ssd')
+    model.add_argument('--epoch', type=options.epoch_name, default=None,
+                       help="epoch number or 'best' (default: the latest)")
+    model.add_argument('--batch-size', type=options.positive_int, default=8)
+    options.add_device_options(model)
+    model.add_argument('--backend', choices=backends.BACKENDS, default='auto',
+                       help='mxnet, or the ONNX export run by onnxruntime/openvino (default auto: the fastest installed)')
+    model.add_argument('--onnx', default=None, metavar='FILE',
+                       help='ONNX file to run (default: exported on first use, cached beside the checkpoint)')
+    scoring = options.add_nms_options(p.add_argument_group('detection and scoring'))
+    options.add_ap_options(scoring, 'score difficult objects as ordinary ones (the VOC devkit ignores them: the default)')
+    out = p.add_argument_group('output')
+    out.add_argument('--save-detections', default=None, help='JSON file of all detections (pixels, dataset image ids)')
+    out.add_argument('--results-dir', default=None,
+                     help="write the VOC devkit's comp4_det_<split>_<class>.txt files (VOC) or COCO's results JSON")
+    out.add_argument('--pr-plot', default=None, help='precision-recall PNG (default: in --results-dir, '
+                     'else PREFIX-precision_recall.png)')
+    args = options.resolve_sets(p.parse_args(argv))
     if args.dataset == 'coco' and len(args.val_sets) > 1:  # COCO AP is scored against one json file
         p.error(f"--dataset coco evaluates one split at a time, got --val-sets {','.join(args.val_sets)}")
     return args

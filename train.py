@@ -23,15 +23,13 @@ import numpy as np
 from tqdm import tqdm
 
 import symbols
-from ssd import checkpoint
+from ssd import checkpoint, options
 from ssd.annotations import read_class_names
 from ssd.dataset import DetectionDataset, EpochSampler, label_width
 from ssd.evaluation import VOCEvaluator, format_ap_table
 from ssd.inference import Detector, contexts, evaluate_loader
 from ssd.sources import DataSpec, open_split, report_problems
 
-DEFAULT_SETS = {'synthetic': ('2007_trainval', '2007_test'), 'voc': ('2007_trainval,2012_trainval', '2007_test'),
-                'coco': ('train2017', 'val2017'), 'rec': ('', '')}
 log = logging.getLogger('train')
 # He initialisation by fan-in. mxnet-ssd's fan-out variant gives MobileNet's depthwise filters
 # (fan-in 9, fan-out 9 * channels) weights ~sqrt(channels) too small; the BatchNorm after them
@@ -45,78 +43,54 @@ class NonFiniteLoss(RuntimeError):
 
 
 def parse_args(argv=None):
+    """The command line; every value is checked here (``ssd.options``): a bad one exits 2 naming it."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    data = p.add_argument_group('data')
-    data.add_argument('--dataset', choices=['synthetic', 'voc', 'coco', 'rec'], default='synthetic')
-    data.add_argument('--data-root', default=None, help='VOCdevkit folder (voc), COCO root (coco), '
-                      'or where to generate the synthetic set (default: ~/.cache/multibox/synthetic)')
-    data.add_argument('--train-sets', default=None, help='voc: 2007_trainval,2012_trainval; coco: train2017')
-    data.add_argument('--val-sets', default=None, help='voc: 2007_test; coco: val2017')
-    data.add_argument('--train-path', default=None, help='training .rec (--dataset rec)')
-    data.add_argument('--val-path', default=None, help='validation .rec (--dataset rec)')
-    data.add_argument('--class-names', default=None, help='comma list, or a file with one name per line')
-    data.add_argument('--num-class', type=int, default=None, help='number of object classes (checked)')
-    data.add_argument('--max-expand', type=float, default=1.5,
+    data = options.add_data_options(p, training=True)
+    data.add_argument('--max-expand', type=options.zoom, default=1.5,
                       help='largest zoom-out ratio of the training augmentation; GluonCV and the VOC recipe use 4, '
                            'the synthetic default 1.5 (its objects span at least 10%% of the shorter side)')
-    data.add_argument('--num-workers', type=int, default=2, help='data loading processes (0: in process)')
     model = p.add_argument_group('model')
     model.add_argument('--network', default='mobilenet0.25', choices=symbols.network_names())
-    model.add_argument('--data-shape', type=int, default=256)
+    model.add_argument('--data-shape', type=options.positive_int, default=256)
     model.add_argument('--pretrained', default=None, help="backbone .params (GluonCV ImageNet weights)")
-    model.add_argument('--resume', type=int, default=None, help='resume from epoch N of --prefix')
-    model.add_argument('--finetune', type=int, default=None,
+    model.add_argument('--resume', type=options.non_negative_int, default=None, help='resume from epoch N of --prefix')
+    model.add_argument('--finetune', type=options.non_negative_int, default=None,
                        help='start from epoch N of --prefix; class predictors are re-initialised if the class count differs')
-    model.add_argument('--freeze', default=None, help='regex of parameter names kept fixed')
+    model.add_argument('--freeze', type=options.regex, default=None, help='regex of parameter names kept fixed')
     opt = p.add_argument_group('optimisation')
-    opt.add_argument('--batch-size', type=int, default=16, help='total over all devices')
+    opt.add_argument('--batch-size', type=options.positive_int, default=16, help='total over all devices')
     # defaults: the out-of-the-box synthetic run (from scratch, 15 minutes); mxnet-ssd's VOC
     # recipe with a pretrained VGG16 is --optimizer sgd --lr 0.004 --lr-factor 0.1 --max-expand 4 (see README)
     opt.add_argument('--optimizer', default='adam', choices=['sgd', 'nag', 'adam', 'rmsprop'])
-    opt.add_argument('--lr', type=float, default=0.004)
-    opt.add_argument('--momentum', type=float, default=0.9)
-    opt.add_argument('--wd', type=float, default=5e-4)
+    opt.add_argument('--lr', type=options.non_negative_float, default=0.004)
+    opt.add_argument('--momentum', type=options.momentum, default=0.9)
+    opt.add_argument('--wd', type=options.non_negative_float, default=5e-4)
     opt.add_argument('--lr-mode', default='step', choices=['step', 'cosine'],
                      help='step: multiply by --lr-factor at --lr-steps; cosine: decay to 0 by --end-epoch')
-    opt.add_argument('--lr-steps', default='15,18', help='comma list of epochs where lr is multiplied by --lr-factor')
-    opt.add_argument('--lr-factor', type=float, default=0.3)
-    opt.add_argument('--warmup-epochs', type=float, default=1.0)
-    opt.add_argument('--begin-epoch', type=int, default=0)
-    opt.add_argument('--end-epoch', type=int, default=20)
+    opt.add_argument('--lr-steps', type=options.epoch_list, default='15,18',
+                     help='increasing comma list of epochs where lr is multiplied by --lr-factor')
+    opt.add_argument('--lr-factor', type=options.positive_float, default=0.3)
+    opt.add_argument('--warmup-epochs', type=options.non_negative_float, default=1.0)
+    opt.add_argument('--begin-epoch', type=options.non_negative_int, default=0)
+    opt.add_argument('--end-epoch', type=options.positive_int, default=20)
     opt.add_argument('--seed', type=int, default=233)
-    opt.add_argument('--min-neg-samples', type=int, default=0,
+    opt.add_argument('--min-neg-samples', type=options.non_negative_int, default=0,
                      help="MultiBoxTarget's minimum_negative_samples (ignored by the CPU semantics it reproduces)")
-    dev = p.add_argument_group('devices')
-    dev.add_argument('--gpus', default='', help='comma list of GPU ids; empty: CPU')
-    dev.add_argument('--num-cpu-contexts', type=int, default=1, help='data-parallel CPU contexts when --gpus is empty')
+    dev = options.add_device_options(p.add_argument_group('devices'))
     dev.add_argument('--kv-store', default='local', choices=['local', 'device', 'dist_sync', 'dist_async'])
     out = p.add_argument_group('output')
     out.add_argument('--prefix', default=os.path.join('model', 'ssd'), help='checkpoint prefix')
-    out.add_argument('--frequent', type=int, default=20, help='log every N batches')
+    out.add_argument('--frequent', type=options.non_negative_int, default=20, help='log every N batches (0: never)')
     out.add_argument('--log', default=None, help='log file (default: PREFIX-train.log)')
-    val = p.add_argument_group('validation')
-    val.add_argument('--nms', type=float, default=0.45)
-    val.add_argument('--nms-topk', type=int, default=400)
-    val.add_argument('--force-nms', dest='force_nms', action='store_true')
-    val.add_argument('--no-force-nms', dest='force_nms', action='store_false')
-    val.add_argument('--overlap', type=float, default=0.5, help='IoU of a true positive')
-    val.add_argument('--voc07', dest='voc07', action='store_true', help='11-point VOC07 AP (default)')
-    val.add_argument('--no-voc07', dest='voc07', action='store_false', help='area-based AP')
-    val.add_argument('--use-difficult', dest='use_difficult', action='store_true',
-                     help='train on objects marked difficult too (validation always ignores them, as the VOC devkit)')
-    val.add_argument('--no-use-difficult', dest='use_difficult', action='store_false')
-    val.add_argument('--val-interval', type=int, default=5,
+    val = options.add_nms_options(p.add_argument_group('validation'))
+    options.add_ap_options(val, 'train on objects marked difficult too (validation always ignores them, '
+                                'as the VOC devkit)')
+    val.add_argument('--val-interval', type=options.non_negative_int, default=5,
                      help='validate every N epochs and after the last one (0: never)')
-    p.set_defaults(voc07=True, use_difficult=False, force_nms=False)
-    args = p.parse_args(argv)
-    train_default, val_default = DEFAULT_SETS[args.dataset]
-    args.train_sets = [s for s in (args.train_sets or train_default).split(',') if s]
-    args.val_sets = [s for s in (args.val_sets or val_default).split(',') if s]
-    args.lr_steps = [int(s) for s in args.lr_steps.split(',') if s.strip()]
-    if args.batch_size < 1:
-        p.error(f"--batch-size must be positive, got {args.batch_size}")
-    if not args.max_expand >= 1:  # also rejects NaN
-        p.error(f"--max-expand must be >= 1 (1: no zoom-out), got {args.max_expand}")
+    args = options.resolve_sets(p.parse_args(argv))
+    first = next((v for v in (args.resume, args.finetune) if v is not None), args.begin_epoch)
+    if first >= args.end_epoch:
+        p.error(f"--end-epoch {args.end_epoch} must be after the first epoch to train ({first + 1})")
     return args
 
 

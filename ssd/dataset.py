@@ -22,17 +22,22 @@ import random
 
 import numpy as np
 from gluoncv.data.transforms import image as gimage
-from mxnet import gluon, image as mximage, nd
+from mxnet import gluon, nd
 from mxnet.base import _LIB
 
 from .augment import SSDTrainAugment
+from .images import UnreadableImage, read_image
 
-__all__ = ['MEAN', 'STD', 'preprocess', 'FileSource', 'DetectionDataset', 'EpochSampler', 'label_width']
+__all__ = ['MEAN', 'STD', 'preprocess', 'NoReadableImages', 'UnreadableImage', 'FileSource', 'DetectionDataset', 'EpochSampler', 'label_width']
 
 MEAN = (0.485, 0.456, 0.406)
 # GluonCV's transforms compute (pixels / 255 - mean) / std: std = 1/255 leaves pixels - 255 * mean
 STD = (1 / 255, 1 / 255, 1 / 255)
 _ATTEMPTS = 16  # consecutive unreadable images tolerated before giving up
+
+
+class NoReadableImages(ValueError):
+    """So many images in a row cannot be decoded that the set itself must be wrong."""
 
 
 class FileSource:
@@ -52,7 +57,7 @@ class FileSource:
 
     def load(self, index):
         record = self.records[index]
-        return mximage.imread(record.image_path, flag=1), record.label
+        return read_image(record.image_path), record.label
 
     def truth(self, index, width, height):
         """Pixel label rows ``(K, 6)`` of image ``index`` as annotated (the image size is not needed)."""
@@ -95,23 +100,27 @@ class DetectionDataset(gluon.data.Dataset):
         self._limit_worker_threads()
         item = int(item)  # samplers may hand out NumPy integers
         index, epoch = item % len(self.source), item // len(self.source)
-        bad = -1
-        for attempt in range(_ATTEMPTS):
+        bad, raw_image, raw_label = -1, None, None
+        for attempt in range(min(_ATTEMPTS, len(self.source))):
             position = (index + attempt) % len(self.source)
             try:
                 raw_image, raw_label = self.source.load(position)
                 break
-            except Exception:  # an unreadable image must not end the epoch: take the next one
-                bad = index if bad < 0 else bad
-        else:
-            raise RuntimeError(f"{_ATTEMPTS} consecutive images from {self.source.name(index)} on "
-                               f"could not be decoded")
+            except Exception as error:  # an unreadable image must not end the epoch: take the next one
+                bad, last_error = index, error
+        if raw_image is None:
+            raise NoReadableImages(self._unreadable_message(index, attempt + 1, last_error)) from last_error
         sample_seed = (self.seed * 1000003 + epoch * 7919 + position) % 2 ** 32
         np.random.seed(sample_seed)  # GluonCV's transforms draw from both generators
         random.seed(sample_seed)
         image, label = self._transform(raw_image, raw_label)
         meta = np.array([position, raw_image.shape[1], raw_image.shape[0], bad], dtype=np.float32)
         return image, self._pad(label), meta
+
+    def _unreadable_message(self, index, tried, error):
+        if tried == len(self.source):
+            return f"none of the {tried} images of the set can be decoded (last: {error})"
+        return f"{tried} consecutive images from {self.source.name(index)} on cannot be decoded (last: {error})"
 
     def _limit_worker_threads(self):
         """In a DataLoader worker process, run MXNet's image operators on one OpenMP thread.

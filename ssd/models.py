@@ -20,13 +20,14 @@ from collections import namedtuple
 import mxnet as mx
 
 import symbols
+import symbols.ssd
 from ssd import checkpoint
 
 __all__ = ['Model', 'NMS_DEFAULTS', 'from_checkpoint', 'from_deploy', 'from_gluoncv',
            'gluoncv_weights_file', 'deploy_prefix', 'describe']
 
 Model = namedtuple('Model', 'symbol arg_params aux_params data_shape class_names info')
-NMS_DEFAULTS = {'nms_thresh': 0.45, 'force_suppress': False, 'nms_topk': 400}
+NMS_DEFAULTS = {'nms_thresh': symbols.ssd.NMS_THRESH, 'force_suppress': False, 'nms_topk': symbols.ssd.NMS_TOPK}
 log = logging.getLogger(__name__)
 GLUONCV_NAME = re.compile(r'^ssd_(300|512)_vgg16_atrous_(voc|coco)$')
 

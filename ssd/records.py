@@ -11,6 +11,8 @@ import cv2
 import mxnet as mx
 import numpy as np
 
+from .images import decode
+
 __all__ = ['pack_label', 'unpack_label', 'write_record_file', 'RecordSource']
 
 HEADER_WIDTH = 2
@@ -113,6 +115,6 @@ class RecordSource:
 
     def load(self, index):
         header, encoded = mx.recordio.unpack(self._records[index])
-        image = mx.image.imdecode(encoded, flag=1)
+        image = decode(encoded, self.name(index))
         height, width = image.shape[:2]
         return image, unpack_label(header.label, width, height)

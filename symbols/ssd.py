@@ -18,13 +18,16 @@ import multibox.symbol as _multibox
 from .presets import get_config
 
 __all__ = ['get_symbol_train', 'get_symbol', 'training_graph', 'inference_graph',
-           'feature_names', 'layer_anchors', 'VARIANCES']
+           'feature_names', 'layer_anchors', 'VARIANCES', 'NMS_THRESH', 'NMS_TOPK']
 
 VARIANCES = (0.1, 0.1, 0.2, 0.2)
+# The detection defaults of every graph and script (mxnet-ssd's and Caffe SSD's): class-wise NMS at
+# IoU 0.45 over the 400 best-scoring boxes. ssd.options gives them to the scripts' --nms/--nms-topk.
+NMS_THRESH, NMS_TOPK = 0.45, 400
 
 
-def get_symbol_train(network, num_classes, data_shape, nms_thresh=0.45, force_suppress=False,
-                     nms_topk=400, minimum_negative_samples=0, **overrides):
+def get_symbol_train(network, num_classes, data_shape, nms_thresh=NMS_THRESH, force_suppress=False,
+                     nms_topk=NMS_TOPK, minimum_negative_samples=0, **overrides):
     """Training Symbol of a named SSD network (mxnet-ssd's ``get_symbol_train``).
 
     ``num_classes`` counts object classes, background excluded. ``overrides`` replace preset
@@ -40,8 +43,8 @@ def get_symbol_train(network, num_classes, data_shape, nms_thresh=0.45, force_su
                           minimum_negative_samples=minimum_negative_samples)
 
 
-def get_symbol(network, num_classes, data_shape, nms_thresh=0.45, force_suppress=False,
-               nms_topk=400, **overrides):
+def get_symbol(network, num_classes, data_shape, nms_thresh=NMS_THRESH, force_suppress=False,
+               nms_topk=NMS_TOPK, **overrides):
     """Inference Symbol of a named SSD network, output ``(B, N, 6)`` rows
     ``[class_id, score, xmin, ymin, xmax, ymax]`` (class -1 for suppressed/background rows)."""
     config = get_config(network, data_shape, **overrides)
@@ -49,8 +52,8 @@ def get_symbol(network, num_classes, data_shape, nms_thresh=0.45, force_suppress
                            force_suppress=force_suppress, nms_topk=nms_topk)
 
 
-def training_graph(config, num_classes, data_shape, nms_thresh=0.45, force_suppress=False,
-                   nms_topk=400, minimum_negative_samples=0, ops=_multibox):
+def training_graph(config, num_classes, data_shape, nms_thresh=NMS_THRESH, force_suppress=False,
+                   nms_topk=NMS_TOPK, minimum_negative_samples=0, ops=_multibox):
     """Training Symbol of ``config`` (see ``get_symbol_train``).
 
     ``ops`` is the namespace of the three MultiBox functions, ``multibox.symbol`` by default;
@@ -83,8 +86,8 @@ def training_graph(config, num_classes, data_shape, nms_thresh=0.45, force_suppr
     return mx.sym.Group([cls_prob, loc_loss, cls_label, det])
 
 
-def inference_graph(config, num_classes, data_shape, nms_thresh=0.45, force_suppress=False,
-                    nms_topk=400, ops=_multibox):
+def inference_graph(config, num_classes, data_shape, nms_thresh=NMS_THRESH, force_suppress=False,
+                    nms_topk=NMS_TOPK, ops=_multibox):
     """Inference Symbol of ``config``: channel softmax then ``MultiBoxDetection`` (B, N, 6);
     ``ops`` as in ``training_graph``."""
     loc_preds, cls_preds, anchors = _multibox_layers(config, num_classes, data_shape, ops)

@@ -67,8 +67,10 @@ def parse_args(argv=None):
     dev.add_argument('--gpu', type=int, default=None, metavar='N', help='run on GPU N')
     dev.add_argument('--cpu', action='store_true', help='run on the CPU (the default)')
     out = p.add_argument_group('output')
-    out.add_argument('--out-dir', default=None, help='where NAME_det.png go (default: beside each image)')
-    out.add_argument('--json', default=None, metavar='FILE', help='also write all detections as JSON')
+    out.add_argument('--out-dir', type=options.output_folder, default=None,
+                     help='where NAME_det.png go (default: beside each image)')
+    out.add_argument('--json', type=options.output_file, default=None, metavar='FILE',
+                     help='also write all detections as JSON')
     out.add_argument('--show', action='store_true', help='open a window per image when a display exists')
     out.add_argument('--timer', action='store_true', help='print load, first-image and per-image times')
     out.add_argument('--max-pixels', type=options.positive_int, default=MAX_PIXELS, help='largest image accepted (width x height)')
@@ -103,7 +105,10 @@ def main(argv=None):
     if args.timer and times:
         report_times(times)
     if args.json:
-        checkpoint.atomic_write(args.json, lambda path: _dump(path, records))
+        try:
+            checkpoint.atomic_write(args.json, lambda path: _dump(path, records))
+        except OSError as error:
+            failures.append(f"--json {args.json}: cannot write ({error.strerror or error})")
     for message in failures:
         log.error('error: %s', message)
     return 2 if failures else 0
@@ -179,7 +184,11 @@ def run(detector, model, paths, args, failures):
         print_detections(path, image, detections, times[-1] if args.timer else None)
         records += [{'image': path, **d} for d in detections]
         target = output_path(path, args.out_dir, outputs)
-        checkpoint.atomic_write(target, lambda temporary: draw(image.asnumpy(), detections, temporary))
+        try:
+            checkpoint.atomic_write(target, lambda temporary: draw(image.asnumpy(), detections, temporary))
+        except OSError as error:  # e.g. a read-only folder beside the image: the next images still run
+            failures.append(f"{path}: cannot write {target} ({error.strerror or error})")
+            continue
         print(f"  saved {target}")
         if args.show:
             show(target)

@@ -46,10 +46,12 @@ def parse_args(argv=None):
     scoring = options.add_nms_options(p.add_argument_group('detection and scoring'))
     options.add_ap_options(scoring, 'score difficult objects as ordinary ones (the VOC devkit ignores them: the default)')
     out = p.add_argument_group('output')
-    out.add_argument('--save-detections', default=None, help='JSON file of all detections (pixels, dataset image ids)')
-    out.add_argument('--results-dir', default=None,
+    out.add_argument('--save-detections', type=options.output_file, default=None,
+                     help='JSON file of all detections (pixels, dataset image ids)')
+    out.add_argument('--results-dir', type=options.output_folder, default=None,
                      help="write the VOC devkit's comp4_det_<split>_<class>.txt files (VOC) or COCO's results JSON")
-    out.add_argument('--pr-plot', default=None, help='precision-recall PNG (default: in --results-dir, '
+    out.add_argument('--pr-plot', type=options.output_file, default=None,
+                     help='precision-recall PNG (default: in --results-dir, '
                      'else PREFIX-precision_recall.png)')
     args = options.resolve_sets(p.parse_args(argv))
     if args.dataset == 'coco' and len(args.val_sets) > 1:  # COCO AP is scored against one json file

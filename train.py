@@ -177,6 +177,9 @@ def open_splits(args):
                          f"class names {train_split.class_names}")
     if len(train_split.source) == 0:
         raise ValueError('the training set is empty')
+    if len(val_split.source) == 0 and args.val_interval:
+        raise ValueError(f"the validation set {', '.join(args.val_sets) or args.val_path} has no images; "
+                         f"pass --val-interval 0 to train without validation")
     return train_split, val_split
 
 

@@ -65,7 +65,13 @@ def load_params(path):
     """``(arg_params, aux_params)`` of a ``.params`` file with MXNet's ``arg:``/``aux:`` keys."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint {path} does not exist")
-    arrays = mx.nd.load(path)
+    try:
+        arrays = mx.nd.load(path)
+    except mx.base.MXNetError as error:  # truncated, or not an NDArray file at all
+        raise ValueError(f"checkpoint {path} is damaged or not an MXNet .params file "
+                         f"({str(error).strip().splitlines()[-1]})") from error
+    if not isinstance(arrays, dict):
+        raise ValueError(f"checkpoint {path} holds unnamed arrays, not the parameters of a network")
     arg = {k[4:]: v for k, v in arrays.items() if k.startswith('arg:')}
     aux = {k[4:]: v for k, v in arrays.items() if k.startswith('aux:')}
     if not arg and not aux:  # a Gluon-style file without prefixes
@@ -85,11 +91,17 @@ def load_trained(prefix, epoch=None):
     arg, aux = load_params(path)
     info = {}
     if str(epoch) != 'best':
+        sidecar = f'{prefix}-{int(epoch):04d}.json'
         try:
-            with open(f'{prefix}-{int(epoch):04d}.json') as f:
+            with open(sidecar) as f:
                 info = json.load(f)
         except OSError:
             pass
+        except ValueError as error:  # json.JSONDecodeError, UnicodeDecodeError
+            raise ValueError(f"checkpoint sidecar {sidecar} is damaged ({error}); restore it, or move it away and pass "
+                             f"--network, --data-shape and --class-names") from error
+        if not isinstance(info, dict):
+            raise ValueError(f"checkpoint sidecar {sidecar} holds {type(info).__name__}, not a JSON object")
     return arg, aux, info
 
 

@@ -13,7 +13,7 @@ alpha dropped, 16-bit scaled to 8), the same whether the bytes come from a file 
 import io
 
 import mxnet as mx
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageFile, UnidentifiedImageError
 
 __all__ = ['UnreadableImage', 'check_encoded', 'decode', 'read_image']
 
@@ -46,6 +46,9 @@ def decode(data, name):
 
 def check_encoded(data, name):
     """Raise ``UnreadableImage`` unless Pillow reads ``data`` to its end without an error."""
+    # GluonCV sets Pillow's global LOAD_TRUNCATED_IMAGES on import (gluoncv.data.mhp), which
+    # makes Pillow pad a truncated file silently; it is cleared for this check only
+    tolerant, ImageFile.LOAD_TRUNCATED_IMAGES = ImageFile.LOAD_TRUNCATED_IMAGES, False
     try:
         with Image.open(io.BytesIO(data)) as image:
             if image.format == 'JPEG':
@@ -60,3 +63,5 @@ def check_encoded(data, name):
         raise UnreadableImage(f"{name}: not an image (unknown format)") from error
     except (OSError, SyntaxError, ValueError) as error:  # Pillow's decoders raise all three
         raise UnreadableImage(f"{name}: truncated or corrupt image ({error})") from error
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES = tolerant

@@ -11,6 +11,7 @@ loaded. NaN fails every range check (all comparisons with NaN are false).
 """
 import argparse
 import math
+import os
 import re
 
 import mxnet as mx
@@ -19,7 +20,7 @@ from symbols.ssd import NMS_THRESH, NMS_TOPK
 
 __all__ = ['DEFAULT_SETS', 'DATASETS', 'NMS_THRESH', 'NMS_TOPK', 'USE_DIFFICULT', 'probability',
            'positive_int', 'non_negative_int', 'top_k', 'non_negative_float', 'positive_float',
-           'momentum', 'zoom', 'epoch_list', 'gpu_list', 'regex', 'epoch_name', 'add_data_options',
+           'momentum', 'zoom', 'epoch_list', 'gpu_list', 'regex', 'epoch_name', 'output_file', 'output_folder', 'add_data_options',
            'resolve_sets', 'add_nms_options', 'add_ap_options', 'add_device_options']
 
 # (training sets, validation sets) of each --dataset; 'rec' reads --train-path / --val-path instead
@@ -94,6 +95,30 @@ def epoch_name(text):
     if text != 'best' and not text.isdigit():
         raise argparse.ArgumentTypeError(f"expected an epoch number or 'best', got {text!r}")
     return text
+
+
+def output_file(text):
+    """A file path that can be written: not a folder, and below a folder (not a file) if anywhere."""
+    if os.path.isdir(text):
+        raise argparse.ArgumentTypeError(f"{text} is a folder, not a file")
+    _check_parents(text)
+    return text
+
+
+def output_folder(text):
+    """A folder path that exists or can be made: not a file, and nothing above it a file."""
+    if os.path.exists(text) and not os.path.isdir(text):
+        raise argparse.ArgumentTypeError(f"{text} is a file, not a folder")
+    _check_parents(text)
+    return text
+
+
+def _check_parents(path):
+    parent = os.path.dirname(os.path.abspath(path))
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise argparse.ArgumentTypeError(f"cannot write {path}: {parent} is a file, not a folder")
 
 
 def add_data_options(parser, training, class_names_help='comma list, or a file with one name per line'):

@@ -76,17 +76,19 @@ def write_record_file(records, prefix, root, quality=95):
 class RecordSource:
     """Random access to a ``.rec``/``.idx`` pair: ``source[i] -> (image HWC uint8 RGB, label)``.
 
-    Labels come back as pixel rows ``(K, 6)``. Safe to use from DataLoader worker processes
+    Labels come back as pixel rows ``(K, 6)``; with ``use_difficult=False`` ``load`` leaves out the
+    objects flagged difficult, as ``annotations.load_voc`` does for VOC XML. Safe to use from DataLoader worker processes
     (``mx.gluon.data.RecordFileDataset`` reopens the file after a fork).
     """
 
-    def __init__(self, rec_path):
+    def __init__(self, rec_path, use_difficult=True):
         if not os.path.isfile(rec_path):
             raise FileNotFoundError(f"record file {rec_path} does not exist")
         idx_path = os.path.splitext(rec_path)[0] + '.idx'
         if not os.path.isfile(idx_path):
             raise FileNotFoundError(f"index file {idx_path} for {rec_path} does not exist")
         self.path = rec_path
+        self.use_difficult = use_difficult  # False: objects flagged difficult are dropped by load()
         self._records = mx.gluon.data.RecordFileDataset(rec_path)
 
     def __len__(self):
@@ -117,4 +119,5 @@ class RecordSource:
         header, encoded = mx.recordio.unpack(self._records[index])
         image = decode(encoded, self.name(index))
         height, width = image.shape[:2]
-        return image, unpack_label(header.label, width, height)
+        label = unpack_label(header.label, width, height)
+        return image, label if self.use_difficult else label[label[:, 5] <= 0]

@@ -48,7 +48,7 @@ def open_split(spec):
         names = spec.class_names or [f'class{i}' for i in range(spec.num_class or 0)]
         if not names:
             raise ValueError("--dataset rec needs --class-names or --num-class")
-        return Split(RecordSource(spec.rec_path), names, [], None)
+        return Split(RecordSource(spec.rec_path, spec.use_difficult), names, [], None)
     raise ValueError(f"unknown dataset {spec.dataset!r}: choose synthetic, voc, coco or rec")
 
 

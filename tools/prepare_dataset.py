@@ -27,8 +27,12 @@ def parse_args(argv=None):
     p.add_argument('--sets', required=True, help='voc: 2007_trainval,2012_trainval; coco: train2017')
     p.add_argument('--class-names', default=None, help='comma list or file (a subset is allowed)')
     p.add_argument('--target', required=True, help='output prefix: writes TARGET.lst, .rec, .idx')
-    p.add_argument('--use-difficult', dest='use_difficult', action='store_true')
-    p.add_argument('--no-use-difficult', dest='use_difficult', action='store_false')
+    # Packs difficult objects with their flag by default: train.py drops them unless --use-difficult
+    # (as it does reading VOC XML) and evaluate.py ignores them when scoring, so one .rec serves both.
+    p.add_argument('--use-difficult', dest='use_difficult', action='store_true',
+                   help='pack objects marked difficult, flagged (default)')
+    p.add_argument('--no-use-difficult', dest='use_difficult', action='store_false',
+                   help='leave them out of the .rec altogether')
     p.set_defaults(use_difficult=True)
     return p.parse_args(argv)
 

@@ -2,6 +2,7 @@
 unusual and bad images, GluonCV weights from the local model store or a clear offline error."""
 import json
 import os
+import shutil
 import struct
 import subprocess
 import sys
@@ -99,6 +100,63 @@ def test_bad_files_are_named_and_the_others_still_processed(prefix, tmp_path):
     assert f"{tmp_path / 'bomb.png'}: too large, refused before decoding" in errors
     assert f"{tmp_path / 'empty'}: no images" in errors
     assert f"{tmp_path / 'good.jpg'}: " in result.stdout and (tmp_path / 'good_det.png').is_file()
+
+
+def test_truncated_and_header_only_images_are_named_skipped_and_the_rest_processed(prefix, tmp_path):
+    write_image(tmp_path / 'first.jpg', seed=6)
+    write_image(tmp_path / 'source.png', seed=7)
+    jpeg, png = (tmp_path / 'first.jpg').read_bytes(), (tmp_path / 'source.png').read_bytes()
+    broken = {'truncated.jpg': jpeg[:len(jpeg) // 2], 'header_only.jpg': jpeg[:jpeg.index(b'\xff\xda')],
+              'truncated.png': png[:len(png) // 2], 'png_named.jpg': png[:len(png) // 2]}
+    for name, data in broken.items():
+        (tmp_path / name).write_bytes(data)
+    write_image(tmp_path / 'last.png', seed=8)
+    out = tmp_path / 'out'
+    # before: the truncated JPEGs were run through the detector (exit 0), the truncated PNG ended the
+    # run with an MXNetError traceback and the images after it were not processed
+    result = run_demo(tmp_path / 'first.jpg', *(tmp_path / name for name in broken), tmp_path / 'last.png',
+                      '--prefix', prefix, '--epoch', 1, '--out-dir', out, '--json', tmp_path / 'd.json')
+    assert result.returncode == 2 and 'Traceback' not in result.stderr
+    for name in broken:
+        assert f"error: {tmp_path / name}: truncated or corrupt image" in result.stderr
+        assert f"{tmp_path / name}:" not in result.stdout and not (out / (name[:-4] + '_det.png')).exists()
+    for name in ('first', 'last'):
+        assert f"{tmp_path / name}" in result.stdout and (out / f'{name}_det.png').is_file()
+    assert (tmp_path / 'd.json').is_file()
+
+
+def test_damaged_checkpoint_files_exit_2_naming_the_file(prefix, tmp_path):
+    write_image(tmp_path / 'a.jpg', seed=1)
+    cases = {'truncated': lambda p: p.write_bytes(open(f'{prefix}-0001.params', 'rb').read()[:1000]),
+             'garbage': lambda p: p.write_bytes(b'garbage')}
+    for name, damage in cases.items():
+        damage(tmp_path / f'{name}-0001.params')
+        shutil.copy(f'{prefix}-0001.json', tmp_path / f'{name}-0001.json')
+        result = run_demo(tmp_path / 'a.jpg', '--prefix', tmp_path / name, '--epoch', 1)
+        assert result.returncode == 2 and 'Traceback' not in result.stderr
+        assert (f"error: checkpoint {tmp_path / name}-0001.params is damaged or not an MXNet .params file"
+                in result.stderr)
+    shutil.copy(f'{prefix}-0001.params', tmp_path / 'sidecar-0001.params')
+    (tmp_path / 'sidecar-0001.json').write_text('{"network": ')
+    result = run_demo(tmp_path / 'a.jpg', '--prefix', tmp_path / 'sidecar', '--epoch', 1)
+    assert result.returncode == 2 and 'Traceback' not in result.stderr
+    assert f"error: checkpoint sidecar {tmp_path / 'sidecar'}-0001.json is damaged (Expecting value" in result.stderr
+
+
+@pytest.mark.parametrize('extra, message', [
+    (['--thresh', 'nan'], 'argument --thresh: expected a number from 0 to 1, got nan'),
+    (['--out-dir', 'A_FILE'], 'argument --out-dir: A_FILE is a file, not a folder'),
+    (['--json', 'A_FOLDER'], 'argument --json: A_FOLDER is a folder, not a file'),
+])
+def test_bad_options_exit_2_without_a_traceback(prefix, tmp_path, extra, message):
+    write_image(tmp_path / 'a.jpg', seed=1)
+    names = {'A_FILE': str(tmp_path / 'a.jpg'), 'A_FOLDER': str(tmp_path)}
+    result = run_demo(tmp_path / 'a.jpg', '--prefix', prefix, '--epoch', 1, *(names.get(a, a) for a in extra))
+    assert result.returncode == 2 and 'Traceback' not in result.stderr
+    for placeholder, path in names.items():
+        message = message.replace(placeholder, path)
+    assert message in result.stderr
+    assert not (tmp_path / 'a_det.png').exists()  # nothing done before the options were checked
 
 
 def test_grey_palette_rgba_and_16_bit_images_become_8_bit_rgb(prefix, tmp_path, monkeypatch, capsys):

@@ -7,13 +7,17 @@ that re-scores to the same AP says something.
 import json
 import os
 import re
+import shutil
 
+import cv2
 import numpy as np
 import pytest
 
 import evaluate
 from ssd import annotations, synthetic
 from test_evaluation import devkit_ap
+
+pytestmark = pytest.mark.e2e
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHIPPED = ['--prefix', os.path.join(ROOT, 'models', 'ssd_synthetic'), '--epoch', '20']
@@ -95,3 +99,32 @@ def test_training_validation_scores_as_evaluate_does(voc_root, tmp_path, capsys)
     capsys.readouterr()
     assert evaluate.main(['--data-root', voc_root, '--prefix', prefix, '--epoch', '21', '--num-workers', '0']) == 0
     assert printed_ap(capsys.readouterr().out)['mAP'] == pytest.approx(recorded, abs=5e-5)
+
+
+def test_undecodable_images_are_skipped_counted_and_not_scored(voc_root, tmp_path, capsys, caplog):
+    root = tmp_path / 'copy'
+    shutil.copytree(voc_root, root)
+    images = root / 'VOC2007' / 'JPEGImages'
+    names = (root / 'VOC2007' / 'ImageSets' / 'Main' / 'test.txt').read_text().split()
+    png = cv2.imencode('.png', cv2.imread(str(images / f'{names[0]}.jpg')))[1].tobytes()
+    (images / f'{names[0]}.jpg').write_bytes(png[:len(png) // 2])  # a truncated PNG named .jpg
+    jpeg = (images / f'{names[1]}.jpg').read_bytes()
+    (images / f'{names[1]}.jpg').write_bytes(jpeg[:len(jpeg) // 2])  # OpenCV alone fills it with grey
+    saved = tmp_path / 'd.json'
+    assert evaluate.main(['--data-root', str(root), '--batch-size', '8', '--num-workers', '0', '--save-detections',
+                          str(saved)] + SHIPPED) == 0
+    for name in names[:2]:
+        assert f"skipped unreadable image {images / name}.jpg (its objects are not scored)" in caplog.text
+    assert f"in pixels, {len(names) - 2} images:" in capsys.readouterr().out
+    assert not {names[0], names[1]} & {r['image'] for r in json.load(open(saved))}
+
+
+def test_a_validation_set_without_any_decodable_image_exits_2(voc_root, tmp_path, caplog):
+    root = tmp_path / 'copy'
+    shutil.copytree(voc_root, root)
+    for path in (root / 'VOC2007' / 'JPEGImages').iterdir():
+        path.write_bytes(path.read_bytes()[:300])
+    assert evaluate.main(['--data-root', str(root), '--num-workers', '0'] + SHIPPED) == 2
+    first = root / 'VOC2007' / 'JPEGImages' / f"{(root / 'VOC2007/ImageSets/Main/test.txt').read_text().split()[0]}.jpg"
+    # more images than the 16 tried in a row: the message names where the run of failures starts
+    assert f'16 consecutive images from {first} on cannot be decoded (last: ' in caplog.text

@@ -97,17 +97,80 @@ def test_ctrl_c_saves_before_exiting(data_root, tmp_path, monkeypatch):
     assert os.path.isfile(f'{prefix}-0001.params') and os.path.isfile(f'{prefix}-0001.states')
 
 
-def test_unreadable_image_is_skipped_and_counted(data_root, tmp_path):
-    import shutil
+def broken_copy(data_root, tmp_path, damage):
+    """A copy of the synthetic set with ``damage(path)`` applied to the images it selects."""
     root = str(tmp_path / 'copy')
     shutil.copytree(data_root, root)
-    bad = os.path.join(root, 'VOC2007', 'JPEGImages', '000002.jpg')
-    with open(bad, 'wb') as f:
-        f.write(b'\xff\xd8 truncated')
+    folder = os.path.join(root, 'VOC2007', 'JPEGImages')
+    return root, [path for path in (os.path.join(folder, name) for name in sorted(os.listdir(folder)))
+                  if damage(path)]
+
+
+def truncate(path, keep=0.5):
+    data = open(path, 'rb').read()
+    with open(path, 'wb') as f:
+        f.write(data[:int(len(data) * keep)])
+    return True
+
+
+def test_unreadable_images_are_skipped_and_counted(data_root, tmp_path):
+    png = png_bytes(tmp_path / 'shape.png')
+
+    def damage(path):
+        name = os.path.basename(path)
+        if name == '000002.jpg':
+            with open(path, 'wb') as f:
+                f.write(b'\xff\xd8 truncated')
+        elif name == '000003.jpg':  # OpenCV alone decodes it, grey-filled
+            truncate(path)
+        elif name == '000004.jpg':  # a truncated PNG named .jpg
+            with open(path, 'wb') as f:
+                f.write(png[:len(png) // 2])
+        return name in ('000002.jpg', '000003.jpg', '000004.jpg')
+
+    root, bad = broken_copy(data_root, tmp_path, damage)
     prefix = tmp_path / 'ssd'
     assert run_train(root, prefix, '--end-epoch', '1', '--val-interval', '0') == 0
     text = log_text(prefix)
-    assert f'skipped unreadable image {bad}' in text and '1 unreadable images skipped' in text
+    for path in bad:
+        assert f'skipped unreadable image {path}' in text
+    assert '3 unreadable images skipped' in text
+
+
+def png_bytes(path):
+    import cv2
+    image, _ = synthetic.draw_image(np.random.RandomState(3))
+    cv2.imwrite(str(path), image)
+    return path.read_bytes()
+
+
+@pytest.mark.parametrize('workers', ['0', '2'])
+def test_a_set_without_any_decodable_image_exits_2(data_root, tmp_path, workers):
+    root, bad = broken_copy(data_root, tmp_path, lambda path: truncate(path, keep=0.02))
+    assert len(bad) == 16
+    prefix = tmp_path / 'ssd'
+    assert run_train(root, prefix, '--end-epoch', '1', '--num-workers', workers) == 2
+    assert 'none of the 12 images of the set can be decoded (last: ' in log_text(prefix)
+    assert not os.path.exists(f'{prefix}-0001.params')
+
+
+def test_an_empty_validation_set_exits_2_unless_validation_is_off(data_root, tmp_path):
+    root = str(tmp_path / 'copy')
+    shutil.copytree(data_root, root)
+    open(os.path.join(root, 'VOC2007', 'ImageSets', 'Main', 'test.txt'), 'w').close()
+    prefix = tmp_path / 'ssd'
+    assert run_train(root, prefix, '--end-epoch', '1') == 2
+    assert ('the validation set 2007_test has no images; pass --val-interval 0 to train without validation'
+            in log_text(prefix))
+    assert run_train(root, prefix, '--end-epoch', '1', '--val-interval', '0') == 0
+
+
+def test_resume_from_a_truncated_checkpoint_exits_2_naming_it(data_root, tmp_path):
+    prefix = tmp_path / 'ssd'
+    assert run_train(data_root, prefix, '--end-epoch', '1', '--val-interval', '0') == 0
+    truncate(f'{prefix}-0001.params')
+    assert run_train(data_root, prefix, '--resume', '1', '--end-epoch', '2') == 2
+    assert f'checkpoint {prefix}-0001.params is damaged or not an MXNet .params file' in log_text(prefix)
 
 
 def test_finetune_to_fewer_classes_reinitialises_only_the_class_predictors(data_root, tmp_path):

@@ -9,9 +9,11 @@
 For every image it prints one line per detection (class, score, box ``[xmin, ymin, xmax, ymax]``
 in pixels of the original image) and saves ``NAME_det.png`` (boxes, class names, scores) beside
 the image or into ``--out-dir``. Images are decoded and resized exactly as validation does
-(``ssd.dataset``); grey, palette, RGBA (alpha dropped) and 16-bit images are converted to 8-bit
-RGB. A file that is missing, not an image, or larger than ``--max-pixels`` (checked from its
-header, before decoding) is reported by name and skipped; the exit status is then 2.
+(``ssd.images``, ``ssd.dataset``); grey, palette, RGBA (alpha dropped) and 16-bit images are
+converted to 8-bit RGB. A file that is missing, not an image, truncated or corrupt, or larger than
+``--max-pixels`` (checked from its header, before decoding) is reported by name and skipped, the
+other images are still processed, and the exit status is then 2. Bad option values (a ``--thresh``
+outside [0, 1], an ``--out-dir`` that is a file...) stop it before any work, also with status 2.
 """
 import argparse
 import json
@@ -48,9 +50,11 @@ def parse_args(argv=None):
     p.add_argument('images', nargs='*', help='image files or folders (default: examples/images)')
     model = p.add_argument_group('model')
     model.add_argument('--prefix', default=None, help='checkpoint prefix (default: the shipped models/ssd_synthetic)')
-    model.add_argument('--epoch', type=options.epoch_name, default=str(DEFAULT_EPOCH), help="epoch number or 'best' (default: 20)")
+    model.add_argument('--epoch', type=options.epoch_name, default=str(DEFAULT_EPOCH),
+                       help="epoch number or 'best' (default: 20)")
     model.add_argument('--network', default=None, help='default: from the checkpoint')
-    model.add_argument('--data-shape', type=options.positive_int, default=None, help='input size (default: from the checkpoint)')
+    model.add_argument('--data-shape', type=options.positive_int, default=None,
+                       help='input size (default: from the checkpoint)')
     model.add_argument('--class-names', default=None, help='comma list or file (default: from the checkpoint)')
     model.add_argument('--deploy', action='store_true', help="run the graph deploy.py wrote: PREFIX-deploy-*")
     model.add_argument('--pretrained', default=None, metavar='gluoncv:NAME',
@@ -73,7 +77,8 @@ def parse_args(argv=None):
                      help='also write all detections as JSON')
     out.add_argument('--show', action='store_true', help='open a window per image when a display exists')
     out.add_argument('--timer', action='store_true', help='print load, first-image and per-image times')
-    out.add_argument('--max-pixels', type=options.positive_int, default=MAX_PIXELS, help='largest image accepted (width x height)')
+    out.add_argument('--max-pixels', type=options.positive_int, default=MAX_PIXELS,
+                     help='largest image accepted (width x height)')
     return p.parse_intermixed_args(argv)  # images may come before and after options
 
 

@@ -44,7 +44,8 @@ def parse_args(argv=None):
     model.add_argument('--onnx', default=None, metavar='FILE',
                        help='ONNX file to run (default: exported on first use, cached beside the checkpoint)')
     scoring = options.add_nms_options(p.add_argument_group('detection and scoring'))
-    options.add_ap_options(scoring, 'score difficult objects as ordinary ones (the VOC devkit ignores them: the default)')
+    options.add_ap_options(scoring, 'score difficult objects as ordinary ones '
+                                    '(the VOC devkit ignores them: the default)')
     out = p.add_argument_group('output')
     out.add_argument('--save-detections', type=options.output_file, default=None,
                      help='JSON file of all detections (pixels, dataset image ids)')

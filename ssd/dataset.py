@@ -28,7 +28,8 @@ from mxnet.base import _LIB
 from .augment import SSDTrainAugment
 from .images import UnreadableImage, read_image
 
-__all__ = ['MEAN', 'STD', 'preprocess', 'NoReadableImages', 'UnreadableImage', 'FileSource', 'DetectionDataset', 'EpochSampler', 'label_width']
+__all__ = ['MEAN', 'STD', 'preprocess', 'NoReadableImages', 'UnreadableImage', 'FileSource', 'DetectionDataset',
+           'EpochSampler', 'label_width']
 
 MEAN = (0.485, 0.456, 0.406)
 # GluonCV's transforms compute (pixels / 255 - mean) / std: std = 1/255 leaves pixels - 255 * mean

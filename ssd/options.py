@@ -20,8 +20,8 @@ from symbols.ssd import NMS_THRESH, NMS_TOPK
 
 __all__ = ['DEFAULT_SETS', 'DATASETS', 'NMS_THRESH', 'NMS_TOPK', 'USE_DIFFICULT', 'probability',
            'positive_int', 'non_negative_int', 'top_k', 'non_negative_float', 'positive_float',
-           'momentum', 'zoom', 'epoch_list', 'gpu_list', 'regex', 'epoch_name', 'output_file', 'output_folder', 'add_data_options',
-           'resolve_sets', 'add_nms_options', 'add_ap_options', 'add_device_options']
+           'momentum', 'zoom', 'epoch_list', 'gpu_list', 'regex', 'epoch_name', 'output_file',
+           'output_folder', 'add_data_options', 'resolve_sets', 'add_nms_options', 'add_ap_options', 'add_device_options']
 
 # (training sets, validation sets) of each --dataset; 'rec' reads --train-path / --val-path instead
 DEFAULT_SETS = {'synthetic': ('2007_trainval', '2007_test'), 'voc': ('2007_trainval,2012_trainval', '2007_test'),

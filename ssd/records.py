@@ -77,8 +77,8 @@ class RecordSource:
     """Random access to a ``.rec``/``.idx`` pair: ``source[i] -> (image HWC uint8 RGB, label)``.
 
     Labels come back as pixel rows ``(K, 6)``; with ``use_difficult=False`` ``load`` leaves out the
-    objects flagged difficult, as ``annotations.load_voc`` does for VOC XML. Safe to use from DataLoader worker processes
-    (``mx.gluon.data.RecordFileDataset`` reopens the file after a fork).
+    objects flagged difficult, as ``annotations.load_voc`` does for VOC XML. Safe to use from
+    DataLoader worker processes (``mx.gluon.data.RecordFileDataset`` reopens the file after a fork).
     """
 
     def __init__(self, rec_path, use_difficult=True):

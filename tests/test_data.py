@@ -5,7 +5,7 @@ import mxnet as mx
 import numpy as np
 import pytest
 
-from ssd import annotations, checkpoint, synthetic
+from ssd import annotations, checkpoint, sources, synthetic
 from ssd.dataset import DetectionDataset, EpochSampler, FileSource, label_width
 from ssd.records import RecordSource, pack_label, unpack_label, write_record_file
 
@@ -100,6 +100,20 @@ def test_record_file_round_trip(voc_root, tmp_path):
         image, label = source.load(index)
         np.testing.assert_allclose(label, records[index].label, atol=1e-3)
         assert image.shape[2] == 3
+
+
+def test_record_file_drops_difficult_objects_for_training_as_voc_xml_does(voc_root, tmp_path):
+    records, _ = annotations.load_voc(voc_root, ['2007_trainval'], CLASSES)
+    flagged = [r._replace(label=r.label.copy()) for r in records[:3]]
+    for record in flagged:
+        record.label[0, 5] = 1  # the first object of each image marked difficult
+    assert write_record_file(flagged, str(tmp_path / 'train'), voc_root)[0] == 3
+    every, trainable = (RecordSource(str(tmp_path / 'train.rec'), use_difficult=flag) for flag in (True, False))
+    for index, record in enumerate(flagged):
+        np.testing.assert_allclose(every.load(index)[1], record.label, atol=1e-3)
+        np.testing.assert_allclose(trainable.load(index)[1], record.label[1:], atol=1e-3)
+    train_spec = sources.DataSpec('rec', None, [], str(tmp_path / 'train.rec'), CLASSES, None, use_difficult=False)
+    assert sources.open_split(train_spec).source.use_difficult is False  # train.py's --no-use-difficult (default)
 
 
 def test_packed_label_format_is_mxnet_ssds():

@@ -41,7 +41,8 @@ def parse_args(argv=None):
     p.add_argument('--class-names', default=None, help='comma list or file (default: from the checkpoint)')
     p.add_argument('--num-class', type=options.positive_int, default=None, help='number of classes (checked)')
     options.add_nms_options(p.add_argument_group('detection baked into the graph'))
-    p.add_argument('--onnx', default=None, metavar='FILE', help='also export to this ONNX file')
+    p.add_argument('--onnx', type=options.output_file, default=None, metavar='FILE',
+                   help='also export to this ONNX file')
     p.add_argument('--onnx-opset', type=options.positive_int, default=None, help="ONNX opset (default: the exporter's)")
     p.add_argument('--onnx-nms', choices=['standard', 'exact'], default='standard',
                    help='ONNX NMS: standard NonMaxSuppression (fast) or exact Loop (MXNet tie order)')

@@ -89,6 +89,8 @@ def test_output_paths_are_checked_before_any_work(tmp_path, capsys):
         f"argument --save-detections: cannot write {a_file / 'sub' / 'd.json'}: {a_file} is a file, not a folder")
     assert refused('evaluate', ['--results-dir', str(a_file)], capsys).endswith(
         f'argument --results-dir: {a_file} is a file, not a folder')
+    assert refused('deploy', ['--onnx', str(tmp_path)], capsys).endswith(
+        f'argument --onnx: {tmp_path} is a folder, not a file')
     fresh = tmp_path / 'new' / 'deeper'
     assert demo.parse_args(['--out-dir', str(fresh), '--json', str(fresh / 'd.json')]).out_dir == str(fresh)
 

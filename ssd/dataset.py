@@ -26,9 +26,9 @@ from mxnet import gluon, nd
 from mxnet.base import _LIB
 
 from .augment import SSDTrainAugment
-from .images import UnreadableImage, read_image
+from .images import read_image
 
-__all__ = ['MEAN', 'STD', 'preprocess', 'NoReadableImages', 'UnreadableImage', 'FileSource', 'DetectionDataset',
+__all__ = ['MEAN', 'STD', 'preprocess', 'NoReadableImages', 'FileSource', 'DetectionDataset',
            'EpochSampler', 'label_width']
 
 MEAN = (0.485, 0.456, 0.406)

@@ -23,7 +23,7 @@ import numpy as np
 from tqdm import tqdm
 
 import symbols
-from ssd import checkpoint
+from ssd import checkpoint, interrupts
 from ssd.annotations import read_class_names
 from ssd.dataset import DetectionDataset, EpochSampler, label_width
 from ssd.evaluation import VOCEvaluator, format_ap_table
@@ -41,7 +41,14 @@ INITIALIZER = mx.init.Xavier(rnd_type='gaussian', factor_type='in', magnitude=2)
 
 
 class NonFiniteLoss(RuntimeError):
-    """A loss became NaN or infinite; training stops without saving that state."""
+    """A loss or a weight became NaN or infinite; training stops without saving that state."""
+
+
+def resume_value(text):
+    """``--resume``'s value: an epoch number or ``latest``."""
+    if text == 'latest' or (text.isdigit() and int(text) >= 0):
+        return text if text == 'latest' else int(text)
+    raise argparse.ArgumentTypeError(f"expected an epoch number or 'latest', got {text!r}")
 
 
 def parse_args(argv=None):
@@ -64,7 +71,9 @@ def parse_args(argv=None):
     model.add_argument('--network', default='mobilenet0.25', choices=symbols.network_names())
     model.add_argument('--data-shape', type=int, default=256)
     model.add_argument('--pretrained', default=None, help="backbone .params (GluonCV ImageNet weights)")
-    model.add_argument('--resume', type=int, default=None, help='resume from epoch N of --prefix')
+    model.add_argument('--resume', type=resume_value, nargs='?', const='latest', default=None,
+                       help='resume from epoch N of --prefix, or (no value, or "latest") from its newest complete '
+                            'epoch; an incomplete epoch (a save cut short) is refused')
     model.add_argument('--finetune', type=int, default=None,
                        help='start from epoch N of --prefix; class predictors are re-initialised if the class count differs')
     model.add_argument('--freeze', default=None, help='regex of parameter names kept fixed')
@@ -125,7 +134,10 @@ def main(argv=None):
     setup_logging(args.log or f'{args.prefix}-train.log')
     try:
         return train(args)
-    except NonFiniteLoss as error:
+    except KeyboardInterrupt:
+        log.warning('interrupted before the first epoch ended: nothing saved')
+        return 130
+    except (NonFiniteLoss, checkpoint.WriteError) as error:
         log.error('%s', error)
         return 1
     except (ValueError, FileNotFoundError) as error:
@@ -143,6 +155,10 @@ def train(args):
     np.random.seed(args.seed)
     mx.random.seed(args.seed)
     ctx = contexts(args.gpus, args.num_cpu_contexts)
+    for path in checkpoint.remove_stale_temporaries(args.prefix):
+        log.info('removed %s, a temporary file of a run that was killed', path)
+    if args.resume is not None:
+        args.resume = checkpoint.resume_epoch(args.prefix, args.resume)
     kv = mx.kv.create(args.kv_store)
     train_split, val_split = open_splits(args)
     class_names = train_split.class_names
@@ -161,32 +177,58 @@ def train(args):
                                    force_suppress=args.force_nms, nms_topk=args.nms_topk)
     history = MetricsLog(args.prefix, begin_epoch)
     best = history.best_map()
+    last_good = args.resume  # the epoch a NaN stop falls back to: the last one saved (checked finite)
     for epoch in range(begin_epoch, args.end_epoch):
+        described = {'epoch': epoch + 1, 'class_names': class_names, 'network': args.network,
+                     'data_shape': args.data_shape}
+        saved = False
         try:
             stats = run_epoch(module, train_loader, epoch, args, train_split.source)
+            stats.update(validate(args, epoch, module, inference, ctx, val_loader, val_split.source, class_names))
+            with interrupts.deferred():  # Ctrl-C here: the checkpoint, best copy and metrics are all written
+                save(module, args.prefix, epoch + 1, {**described, **stats})
+                saved = True
+                if stats.get('val_mAP', -1) > best:
+                    best = stats['val_mAP']
+                    checkpoint.save_best(args.prefix, epoch + 1)
+                    log.info('epoch %d has the best mAP so far (%.4f): %s-best.params', epoch + 1, best, args.prefix)
+                history.append(epoch + 1, stats)
         except KeyboardInterrupt:
-            save(module, args.prefix, epoch + 1, {'epoch': epoch + 1, 'interrupted': True})
-            log.warning('interrupted during epoch %d: saved %s; resume with --resume %d',
-                        epoch + 1, checkpoint.params_path(args.prefix, epoch + 1), epoch + 1)
-            return 130
-        if args.val_interval and ((epoch + 1) % args.val_interval == 0 or epoch + 1 == args.end_epoch):
+            return stop_interrupted(module, args.prefix, epoch + 1, described, saved)
+        except NonFiniteLoss as error:
+            raise NonFiniteLoss(f'{error}. {last_good_text(args.prefix, last_good)}; try a lower --lr.') from None
+        last_good = epoch + 1
+    return 0
+
+
+def validate(args, epoch, module, inference, ctx, val_loader, source, class_names):
+    """``{'val_mAP': ...}`` on the epochs due for validation, else {}."""
+    if args.val_interval and ((epoch + 1) % args.val_interval == 0 or epoch + 1 == args.end_epoch):
             # A fresh inference Module every time: MXNet 1.9.1's oneDNN (MKLDNN) backend keeps the
             # reordered convolution weights of a bound inference executor, so set_params on a
             # reused one would validate stale weights.
-            detector = Detector(inference, args.batch_size, args.data_shape, ctx, *module.get_params())
-            summary, _ = evaluate_loader(detector, val_loader, val_split.source,
-                                         VOCEvaluator(class_names, args.voc07, args.overlap))
-            log.info('epoch %d validation (%s AP in pixels, IoU %.2f):\n%s', epoch + 1, 'VOC07 11-point'
-                     if args.voc07 else 'area', args.overlap, format_ap_table(summary))
-            stats['val_mAP'] = summary[-1][1]
-        save(module, args.prefix, epoch + 1, {'epoch': epoch + 1, 'class_names': class_names,
-                                              'network': args.network, 'data_shape': args.data_shape, **stats})
-        if stats.get('val_mAP', -1) > best:
-            best = stats['val_mAP']
-            checkpoint.save_best(args.prefix, epoch + 1)
-            log.info('epoch %d has the best mAP so far (%.4f): %s-best.params', epoch + 1, best, args.prefix)
-        history.append(epoch + 1, stats)
-    return 0
+        detector = Detector(inference, args.batch_size, args.data_shape, ctx, *module.get_params())
+        summary, _ = evaluate_loader(detector, val_loader, source, VOCEvaluator(class_names, args.voc07, args.overlap))
+        log.info('epoch %d validation (%s AP in pixels, IoU %.2f):\n%s', epoch + 1, 'VOC07 11-point'
+                 if args.voc07 else 'area', args.overlap, format_ap_table(summary))
+        return {'val_mAP': summary[-1][1]}
+    return {}
+
+
+def stop_interrupted(module, prefix, epoch, described, saved):
+    """Ctrl-C: save the current weights as epoch ``epoch`` unless that is done already; 130."""
+    if not saved:
+        with interrupts.deferred(then_raise=False):  # a second Ctrl-C must not cut this save short
+            save(module, prefix, epoch, {**described, 'interrupted': True})
+    log.warning('interrupted %s epoch %d: saved %s; resume with --resume %d', 'after' if saved else 'during',
+                epoch, checkpoint.params_path(prefix, epoch), epoch)
+    return 130
+
+
+def last_good_text(prefix, epoch):
+    if epoch is None:
+        return 'This run saved no checkpoint'
+    return f'The last good checkpoint is epoch {epoch} of {prefix}'
 
 
 def open_splits(args):
@@ -262,10 +304,19 @@ def build_module(args, num_classes, width, ctx, kv, begin_epoch, batches_per_epo
 def initial_params(args, module):
     """Parameters to start from: --resume, --finetune, --pretrained, or none (random)."""
     if args.resume is not None:
-        arg, aux = checkpoint.load_params(checkpoint.params_path(args.prefix, args.resume))
-        states = checkpoint.states_path(args.prefix, args.resume)
-        log.info('resuming from epoch %d of %s', args.resume, args.prefix)
-        return arg, aux, states if os.path.isfile(states) else None
+        path = checkpoint.params_path(args.prefix, args.resume)
+        arg, aux = checkpoint.load_params(path)
+        bad = checkpoint.non_finite_names(arg, aux)
+        if bad:
+            raise ValueError(f"--resume {args.resume}: {path} holds NaN or infinity ({', '.join(bad[:3])}); "
+                             f"resume from an earlier epoch")
+        states = checkpoint.saved_states(args.prefix, args.resume)
+        log.info('resuming from epoch %d of %s (newest complete epoch: %s)', args.resume, args.prefix,
+                 checkpoint.latest_epoch(args.prefix))
+        if states is None:  # a dist_sync run keeps the optimizer state on its servers
+            log.warning('epoch %d was saved without optimizer state: the optimizer (momentum, Adam moments) '
+                        'starts from zero', args.resume)
+        return arg, aux, states
     if args.finetune is not None:
         arg, aux = checkpoint.load_params(checkpoint.params_path(args.prefix, args.finetune))
         shapes = dict(zip(module.symbol.list_arguments(), module.symbol.infer_shape(
@@ -315,8 +366,7 @@ def run_epoch(module, loader, epoch, args, source):
         cross_entropy, smooth_l1 = batch_losses(module.get_outputs())
         if not (math.isfinite(cross_entropy) and math.isfinite(smooth_l1)):
             raise NonFiniteLoss(f'non-finite loss at epoch {epoch + 1}, batch {batch_index + 1} (CrossEntropy '
-                                f'{cross_entropy}, SmoothL1 {smooth_l1}); stopped without saving this state. '
-                                f'The last good checkpoint is epoch {epoch} of {args.prefix}; try a lower --lr.')
+                                f'{cross_entropy}, SmoothL1 {smooth_l1}); stopped without saving this state')
         module.update()
         totals += (cross_entropy, smooth_l1, 1)
         images += data.shape[0]
@@ -353,6 +403,10 @@ def batch_losses(outputs):
 
 def save(module, prefix, epoch, extra):
     arg_params, aux_params = module.get_params()
+    bad = checkpoint.non_finite_names(arg_params, aux_params)
+    if bad:  # a loss can still be finite on the batch whose update broke the weights
+        raise NonFiniteLoss(f"the weights of epoch {epoch} hold NaN or infinity ({', '.join(bad[:3])}"
+                            f"{', ...' if len(bad) > 3 else ''}); not saved")
     # with a parameter server the optimizer state lives on the servers: nothing to save here
     distributed = 'dist' in module._kvstore.type if module._kvstore is not None else False
     checkpoint.save(prefix, epoch, module.symbol, arg_params, aux_params,
@@ -378,8 +432,9 @@ class MetricsLog:
 
     def append(self, epoch, stats):
         self.rows.append({'epoch': epoch, **{k: stats.get(k, '') for k in self.COLUMNS[1:]}})
-        checkpoint.atomic_write(self.csv_path, self._write_csv)
-        checkpoint.atomic_write(self.png_path, self._plot)
+        with interrupts.deferred():  # Ctrl-C while plotting: both files are finished first
+            checkpoint.atomic_write(self.csv_path, self._write_csv)
+            checkpoint.atomic_write(self.png_path, self._plot)
 
     def _write_csv(self, path):
         with open(path, 'w', newline='') as f:

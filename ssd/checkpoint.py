@@ -30,7 +30,13 @@ _LEGACY_TEMPORARY = re.compile(r'\.(params|states|json|csv|png)\.\w{8}$')  # bef
 
 
 class WriteError(OSError):
-    """A file could not be written (disk full, quota...); its message names the file."""
+    """A file could not be written for lack of space (``errno`` ENOSPC); the message names it."""
+
+    def __init__(self, path):
+        super().__init__(errno.ENOSPC, f'no space left writing {path}', path)
+
+    def __str__(self):
+        return self.strerror
 
 
 def atomic_write(path, write):
@@ -49,7 +55,7 @@ def atomic_write(path, write):
             _fsync(temporary)
         except (OSError, mx.base.MXNetError) as error:
             if _disk_full(error, folder):
-                raise WriteError(errno.ENOSPC, f'no space left writing {path}') from None
+                raise WriteError(path) from None
             raise
         os.chmod(temporary, _new_file_mode())  # mkstemp's files are private (0600); others are not
         os.replace(temporary, path)

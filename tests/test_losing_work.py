@@ -172,33 +172,35 @@ def check_committed_epochs(prefix):
 
 def test_kill_9_and_ctrl_c_at_random_moments_never_leave_a_broken_newest_epoch(data_root, tmp_path):
     """Eight runs stopped at a random moment after their first new commit: odd ones by SIGKILL,
-    even ones by SIGINT to the whole process group (a terminal's Ctrl-C, data workers included)."""
+    even ones by SIGINT to the whole process group (a terminal's Ctrl-C, data workers included).
+    Each run resumes from the newest complete epoch and removes the temporaries of the last kill."""
     prefix, moments = tmp_path / 'ssd', random.Random(14)
-    newest, stale_seen, resumed = 0, 0, []
-    for attempt in range(8):
+    newest, stale, resumed = 0, [], []
+    for attempt in range(9):
+        last = attempt == 8  # the last run ends on its own, one epoch after the newest commit
         ctrl_c = attempt % 2 == 1
-        extra = (['--resume'] if newest else []) + (['--num-workers', '2'] if ctrl_c else [])
+        extra = (['--resume'] if newest else []) + (['--num-workers', '2'] if ctrl_c else []) + \
+            (['--end-epoch', str(newest + 1)] if last else [])
         process = start_training(data_root, prefix, *extra)
-        wait_for_sidecar(process, prefix, newest + 1)
-        time.sleep(moments.uniform(0, 1.0))
-        os.killpg(process.pid, signal.SIGINT if ctrl_c else signal.SIGKILL)
+        if not last:
+            wait_for_sidecar(process, prefix, newest + 1)
+            time.sleep(moments.uniform(0, 1.0))
+            os.killpg(process.pid, signal.SIGINT if ctrl_c else signal.SIGKILL)
         stderr = process.communicate(timeout=120)[1].decode(errors='replace')
-        if ctrl_c:
-            assert process.returncode == 130 and 'Traceback' not in stderr, stderr[-3000:]
-            assert stderr.count('interrupted ') == 1 and 'resume with --resume' in stderr, stderr[-3000:]
+        if newest:
+            assert f'resuming from epoch {newest} of {prefix} (newest complete epoch: {newest})' in stderr
+            assert 'optimizer state restored' in stderr
+        for path in stale:
+            assert f'removed {path}, a temporary file of a run that was killed' in stderr
+        if ctrl_c or last:
+            assert process.returncode == (0 if last else 130) and 'Traceback' not in stderr, stderr[-3000:]
+            assert stderr.count('interrupted ') == (0 if last else 1), stderr[-3000:]
         else:
             assert process.returncode == -signal.SIGKILL
-        stale_seen += sum(name.startswith('.ssd-') for name in os.listdir(tmp_path))
+        stale = sorted(str(tmp_path / n) for n in os.listdir(tmp_path) if n.startswith('.ssd-'))
         newest = check_committed_epochs(prefix)
         resumed.append(newest)
-    process = start_training(data_root, prefix, '--resume', '--end-epoch', str(newest + 1))
-    stderr = process.communicate(timeout=120)[1].decode(errors='replace')
-    assert process.returncode == 0 and 'Traceback' not in stderr, stderr[-3000:]
-    assert f'resuming from epoch {newest} of {prefix} (newest complete epoch: {newest})' in stderr
-    assert 'optimizer state restored' in stderr
-    assert stale_seen == stderr.count('a temporary file of a run that was killed') or stale_seen == 0
-    assert [name for name in os.listdir(tmp_path) if name.startswith('.')] == []
-    assert checkpoint.latest_epoch(str(prefix)) == newest + 1
+    assert stale == [] and checkpoint.latest_epoch(str(prefix)) == resumed[-2] + 1
     assert resumed == sorted(resumed) and len(set(resumed)) == len(resumed)  # every run committed progress
 
 

@@ -71,9 +71,10 @@ def parse_args(argv=None):
     model.add_argument('--network', default='mobilenet0.25', choices=symbols.network_names())
     model.add_argument('--data-shape', type=int, default=256)
     model.add_argument('--pretrained', default=None, help="backbone .params (GluonCV ImageNet weights)")
-    model.add_argument('--resume', type=resume_value, nargs='?', const='latest', default=None,
+    model.add_argument('--resume', type=resume_value, nargs='?', const='latest', default=None, metavar='N|latest',
                        help='resume from epoch N of --prefix, or (no value, or "latest") from its newest complete '
-                            'epoch; an incomplete epoch (a save cut short) is refused')
+                            'epoch; an incomplete epoch (a save cut short) is refused, one saved without optimizer '
+                            'state (dist_sync) resumes with a warning')
     model.add_argument('--finetune', type=int, default=None,
                        help='start from epoch N of --prefix; class predictors are re-initialised if the class count differs')
     model.add_argument('--freeze', default=None, help='regex of parameter names kept fixed')
@@ -204,9 +205,9 @@ def train(args):
 def validate(args, epoch, module, inference, ctx, val_loader, source, class_names):
     """``{'val_mAP': ...}`` on the epochs due for validation, else {}."""
     if args.val_interval and ((epoch + 1) % args.val_interval == 0 or epoch + 1 == args.end_epoch):
-            # A fresh inference Module every time: MXNet 1.9.1's oneDNN (MKLDNN) backend keeps the
-            # reordered convolution weights of a bound inference executor, so set_params on a
-            # reused one would validate stale weights.
+        # A fresh inference Module every time: MXNet 1.9.1's oneDNN (MKLDNN) backend keeps the
+        # reordered convolution weights of a bound inference executor, so set_params on a
+        # reused one would validate stale weights.
         detector = Detector(inference, args.batch_size, args.data_shape, ctx, *module.get_params())
         summary, _ = evaluate_loader(detector, val_loader, source, VOCEvaluator(class_names, args.voc07, args.overlap))
         log.info('epoch %d validation (%s AP in pixels, IoU %.2f):\n%s', epoch + 1, 'VOC07 11-point'
@@ -217,11 +218,11 @@ def validate(args, epoch, module, inference, ctx, val_loader, source, class_name
 
 def stop_interrupted(module, prefix, epoch, described, saved):
     """Ctrl-C: save the current weights as epoch ``epoch`` unless that is done already; 130."""
-    if not saved:
-        with interrupts.deferred(then_raise=False):  # a second Ctrl-C must not cut this save short
+    with interrupts.deferred(then_raise=False):  # a second Ctrl-C must not cut this save short
+        if not saved:
             save(module, prefix, epoch, {**described, 'interrupted': True})
-    log.warning('interrupted %s epoch %d: saved %s; resume with --resume %d', 'after' if saved else 'during',
-                epoch, checkpoint.params_path(prefix, epoch), epoch)
+        log.warning('interrupted %s epoch %d: saved %s; resume with --resume %d', 'after' if saved else 'during',
+                    epoch, checkpoint.params_path(prefix, epoch), epoch)
     return 130
 
 

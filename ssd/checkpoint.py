@@ -159,7 +159,7 @@ def load_trained(prefix, epoch=None):
     if epoch is None:
         epoch = latest_epoch(prefix)
         if epoch is None:
-            raise FileNotFoundError(f"no checkpoint {prefix}-NNNN.params found")
+            raise FileNotFoundError(f"no complete checkpoint {prefix}-NNNN.params (with its .json sidecar) found")
     path = f'{prefix}-best.params' if str(epoch) == 'best' else params_path(prefix, int(epoch))
     arg, aux = load_params(path)
     info = {}

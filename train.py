@@ -148,8 +148,26 @@ def main(argv=None):
 
 def setup_logging(path):
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    handlers = [logging.StreamHandler(sys.stderr), logging.FileHandler(path)]
+    handlers = [logging.StreamHandler(sys.stderr), LogFile(path)]
     logging.basicConfig(level=logging.INFO, format='%(asctime)s %(message)s', handlers=handlers, force=True)
+
+
+class LogFile(logging.FileHandler):
+    """The log file; when it cannot be written (a full disk) it stops, saying so once on stderr,
+    instead of logging's traceback for every record. The stderr handler keeps logging."""
+
+    broken = False
+
+    def emit(self, record):
+        if not self.broken:
+            super().emit(record)
+
+    def handleError(self, record):
+        error = sys.exc_info()[1]
+        if not isinstance(error, OSError):
+            return super().handleError(record)
+        self.broken = True
+        sys.stderr.write(f'log file {self.baseFilename}: {error.strerror or error}; logging to stderr only\n')
 
 
 def train(args):

@@ -20,7 +20,7 @@ import numpy as np
 
 from ssd import interrupts
 
-__all__ = ['WriteError', 'atomic_write', 'save', 'load_params', 'load_trained', 'save_best', 'params_path',
+__all__ = ['WriteError', 'atomic_write', 'save', 'save_arrays', 'load_params', 'load_trained', 'save_best', 'params_path',
            'states_path', 'sidecar_path', 'latest_epoch', 'complete_epochs', 'missing_parts', 'saved_states',
            'resume_epoch', 'remove_stale_temporaries', 'non_finite_names']
 
@@ -110,10 +110,10 @@ def save(prefix, epoch, symbol, arg_params, aux_params, save_states=None, extra=
     with interrupts.deferred():
         _remove(sidecar_path(prefix, epoch))  # un-commit an earlier save of this epoch before overwriting it
         try:
-            atomic_write(f'{prefix}-symbol.json', symbol.save)
+            atomic_write(f'{prefix}-symbol.json', lambda path: _write_text(path, symbol.tojson()))
             arrays = {f'arg:{k}': v.as_in_context(mx.cpu()) for k, v in arg_params.items()}
             arrays.update({f'aux:{k}': v.as_in_context(mx.cpu()) for k, v in aux_params.items()})
-            atomic_write(params_path(prefix, epoch), lambda path: mx.nd.save(path, arrays))
+            atomic_write(params_path(prefix, epoch), lambda path: save_arrays(path, arrays))
             if save_states is not None:
                 atomic_write(states_path(prefix, epoch), save_states)
             if extra is not None:
@@ -138,6 +138,25 @@ def non_finite_names(arg_params, aux_params):
 def _dump_json(path, value):
     with open(path, 'w') as f:
         json.dump(value, f, indent=1)
+
+
+def _write_text(path, text):
+    # not Symbol.save: like nd.save, MXNet's file stream ignores a failed final flush, and on a
+    # full disk it leaves a short or empty file without an error; Python's close() raises ENOSPC
+    with open(path, 'w') as f:
+        f.write(text)
+
+
+def save_arrays(path, arrays):
+    """``mx.nd.save``, then read back: MXNet does not check its last flush, so on a full disk it
+    can leave a truncated file without an error (it raises only when a whole buffer fails)."""
+    mx.nd.save(path, arrays)
+    try:
+        complete = len(mx.nd.load(path)) == len(arrays)
+    except mx.base.MXNetError:
+        complete = False
+    if not complete:
+        raise mx.base.MXNetError(f'FileStream.Write incomplete: {path} does not load back')
 
 
 def load_params(path):
@@ -175,7 +194,7 @@ def load_trained(prefix, epoch=None):
 def save_best(prefix, epoch):
     """Copy epoch ``epoch``'s parameters to ``PREFIX-best.params`` (atomically)."""
     source = params_path(prefix, epoch)
-    atomic_write(f'{prefix}-best.params', lambda path: mx.nd.save(path, mx.nd.load(source)))
+    atomic_write(f'{prefix}-best.params', lambda path: save_arrays(path, mx.nd.load(source)))
 
 
 def _epochs_on_disk(prefix, suffixes=('.params', '.json')):

@@ -204,35 +204,43 @@ def test_kill_9_and_ctrl_c_at_random_moments_never_leave_a_broken_newest_epoch(d
     assert resumed == sorted(resumed) and len(set(resumed)) == len(resumed)  # every run committed progress
 
 
-def tmpfs_training(data_root, folder, size, copy_to, *extra):
-    """train.py writing into a tmpfs of ``size`` bytes mounted at ``folder`` in a private mount
-    namespace (gone with the process); what it holds at the end is copied to ``copy_to``."""
-    command = ' '.join([sys.executable, os.path.join(ROOT, 'train.py'), '--data-root', data_root,
-                        '--prefix', f'{folder}/ssd'] + TINY + list(extra))
-    script = f'mount -t tmpfs -o size={size} tmpfs {folder} && {{ {command}; code=$?; cp -a {folder}/. {copy_to}; ' \
-             f'exit $code; }}'
+def tmpfs_training(data_root, folder, size, copy_to, *runs):
+    """``train.py`` runs (argument lists; ``None``: fill what space is left) in a tmpfs of ``size``
+    bytes mounted at ``folder`` in a private mount namespace (it goes with the process); what it
+    holds at the end is copied to ``copy_to``. Returns the last run's exit code and stderr."""
+    train_py = [sys.executable, os.path.join(ROOT, 'train.py'), '--data-root', data_root, '--prefix', f'{folder}/ssd']
+    steps = [f'dd if=/dev/zero of={folder}/filler bs=4k 2>/dev/null' if run is None
+             else ' '.join(train_py + TINY + list(run)) for run in runs]
+    script = f'mount -t tmpfs -o size={size} tmpfs {folder} && {{ {"; ".join(steps)}; code=$?; rm -f {folder}/filler; ' \
+             f'cp -a {folder}/. {copy_to}; exit $code; }}'
     return subprocess.run(['unshare', '--user', '--map-root-user', '--mount', 'sh', '-c', script], cwd=ROOT,
                           env=dict(os.environ, OMP_NUM_THREADS='1'), capture_output=True, text=True, timeout=240)
 
 
-@pytest.mark.parametrize('failing', ['params', 'states'])
+@pytest.mark.parametrize('failing', ['params', 'states', 'symbol.json'])
 def test_a_full_disk_keeps_the_previous_checkpoint_and_says_so_in_one_line(data_root, tmp_path, failing):
+    """Epoch 2 finds room for half of its weights (MXNet's writer fails), for its weights and half
+    of its optimizer state (Python's writer fails), or no room at all (a resumed run: the shared
+    symbol file, which MXNet's own Symbol.save would leave empty without an error)."""
     sizes = tmp_path / 'sizes'
     assert run_train(data_root, sizes / 'ssd', '--end-epoch', '1') == 0
     used = sum(os.path.getsize(sizes / name) + 8192 for name in os.listdir(sizes))
     params, states = os.path.getsize(sizes / 'ssd-0001.params'), os.path.getsize(sizes / 'ssd-0001.states')
-    # room for epoch 1 and half of epoch 2's weights (MXNet's writer fails), or its weights and
-    # half of its optimizer state (Python's writer fails)
-    size = used + (params // 2 if failing == 'params' else params + states // 2)
+    size = used + {'params': params // 2, 'states': params + states // 2, 'symbol.json': 0}[failing]
+    runs = [['--end-epoch', '3']] if failing != 'symbol.json' else [['--end-epoch', '1'], None,
+                                                                     ['--resume', '--end-epoch', '2']]
     disk, after = tmp_path / 'disk', tmp_path / 'after'
     disk.mkdir()
     after.mkdir()
-    result = tmpfs_training(data_root, disk, size, after, '--end-epoch', '3')
+    result = tmpfs_training(data_root, disk, size + 4 * 8192, after, *runs)
     assert result.returncode == 1, result.stderr[-3000:]
-    assert result.stderr.strip().splitlines()[-1].endswith(f' no space left writing {disk}/ssd-0002.{failing}')
+    name = f'ssd-0002.{failing}' if failing != 'symbol.json' else 'ssd-symbol.json'
+    assert result.stderr.strip().splitlines()[-1].endswith(f' no space left writing {disk}/{name}')
     assert 'Traceback' not in result.stderr and 'Error' not in result.stderr, result.stderr[-3000:]
     assert sorted(os.listdir(after)) == ['ssd-0001.json', 'ssd-0001.params', 'ssd-0001.states', 'ssd-metrics.csv',
                                          'ssd-metrics.png', 'ssd-symbol.json', 'ssd-train.log']
     assert checkpoint.complete_epochs(str(after / 'ssd')) == [1]
     arg, aux = checkpoint.load_params(str(after / 'ssd-0001.params'))
     assert arg and not checkpoint.non_finite_names(arg, aux)
+    graphs = [mx.sym.load(str(folder / 'ssd-symbol.json')) for folder in (after, sizes)]
+    assert graphs[0].list_arguments() == graphs[1].list_arguments()  # the shared graph file is whole

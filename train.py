@@ -8,13 +8,21 @@
 Writes ``PREFIX-symbol.json``, ``PREFIX-%04d.params`` (+ ``.states``, ``.json``) every epoch,
 ``PREFIX-best.params``, ``PREFIX-metrics.csv`` / ``.png`` and a log file.
 """
+import signal
+import sys
+
+# Ctrl-C while MXNet loads (seconds): nothing to save yet, exit 130 quietly. An ignored SIGINT
+# (a background job of a non-interactive shell) stays ignored, here and in main().
+if __name__ == '__main__' and signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+    signal.signal(signal.SIGINT, lambda signum, frame: sys.exit(130))
+
+# the imports come after that handler on purpose (flake8: E402)
 import argparse
 import csv
 import logging
 import math
 import os
 import re
-import sys
 import time
 import warnings
 
@@ -133,6 +141,8 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     setup_logging(args.log or f'{args.prefix}-train.log')
+    if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:  # from here on Ctrl-C saves what there is
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         return train(args)
     except KeyboardInterrupt:

@@ -143,6 +143,17 @@ def test_ctrl_c_before_the_first_epoch_exits_130_saving_nothing(data_root, tmp_p
     assert checkpoint.latest_epoch(str(prefix)) is None
 
 
+@pytest.mark.parametrize('seconds', [0.2, 0.6, 1.0])
+def test_ctrl_c_while_the_script_starts_exits_130_without_a_traceback(data_root, tmp_path, seconds):
+    # within about 2 s of the start, train.py is still importing MXNet
+    process = start_training(data_root, tmp_path / 'ssd')
+    time.sleep(seconds)
+    process.send_signal(signal.SIGINT)
+    stderr = process.communicate(timeout=120)[1].decode(errors='replace')
+    assert process.returncode == 130 and 'Traceback' not in stderr, stderr[-3000:]
+    assert checkpoint.latest_epoch(str(tmp_path / 'ssd')) in (None, 1)
+
+
 def start_training(data_root, prefix, *extra):
     command = [sys.executable, os.path.join(ROOT, 'train.py'), '--data-root', data_root, '--prefix', str(prefix),
                '--end-epoch', '60'] + TINY + list(extra)

@@ -20,9 +20,9 @@ import numpy as np
 
 from ssd import interrupts
 
-__all__ = ['WriteError', 'atomic_write', 'save', 'save_arrays', 'load_params', 'load_trained', 'save_best', 'params_path',
-           'states_path', 'sidecar_path', 'latest_epoch', 'complete_epochs', 'missing_parts', 'saved_states',
-           'resume_epoch', 'remove_stale_temporaries', 'non_finite_names']
+__all__ = ['WriteError', 'atomic_write', 'save', 'save_arrays', 'load_params', 'load_trained', 'save_best',
+           'params_path', 'states_path', 'sidecar_path', 'latest_epoch', 'complete_epochs', 'missing_parts',
+           'saved_states', 'resume_epoch', 'remove_stale_temporaries', 'non_finite_names']
 
 STATES_KEY = 'optimizer_states'  # the sidecar's record of whether PREFIX-%04d.states belongs to the epoch
 _TEMPORARY = re.compile(r'\.tmp(\d+)\.\w+$')  # atomic_write's temporary names end in .tmpPID.RANDOM
@@ -47,10 +47,11 @@ def atomic_write(path, write):
     """
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f'.{os.path.basename(path)}.tmp{os.getpid()}.', dir=folder)
-    os.close(handle)
+    temporary = None
     try:
         try:
+            handle, temporary = tempfile.mkstemp(prefix=f'.{os.path.basename(path)}.tmp{os.getpid()}.', dir=folder)
+            os.close(handle)
             write(temporary)
             _fsync(temporary)
         except (OSError, mx.base.MXNetError) as error:
@@ -59,9 +60,12 @@ def atomic_write(path, write):
             raise
         os.chmod(temporary, _new_file_mode())  # mkstemp's files are private (0600); others are not
         os.replace(temporary, path)
-        _fsync(folder)  # the rename itself survives a power cut
+        try:
+            _fsync(folder)  # the rename itself survives a power cut
+        except OSError:  # some file systems cannot sync a folder; the file itself is on disk
+            pass
     finally:
-        if os.path.exists(temporary):
+        if temporary is not None and os.path.exists(temporary):
             os.remove(temporary)
 
 
@@ -74,8 +78,8 @@ def _fsync(path):
 
 
 def _disk_full(error, folder):
-    """Whether a failed write ran out of space. MXNet's own writers (``nd.save``, ``Symbol.save``)
-    raise MXNetError "FileStream.Write incomplete" without an errno: then the free space decides."""
+    """Whether a failed write ran out of space. MXNet's writer (``nd.save``, :func:`save_arrays`)
+    raises MXNetError "FileStream.Write incomplete" without an errno: then the free space decides."""
     if isinstance(error, OSError):
         return error.errno in (errno.ENOSPC, errno.EDQUOT)
     return 'Write incomplete' in str(error) and shutil.disk_usage(folder).free < 1 << 20

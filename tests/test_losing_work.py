@@ -70,8 +70,8 @@ def test_weights_broken_by_the_last_update_of_an_epoch_are_not_saved(data_root, 
     prefix = tmp_path / 'ssd'
     assert run_train(data_root, prefix, '--end-epoch', '3') == 1
     text = log_text(prefix)
-    assert (f'the weights of epoch 2 hold NaN or infinity (mobilenet_conv0_weight); not saved. The last good checkpoint '
-            f'is epoch 1 of {prefix}; try a lower --lr.') in text
+    assert (f'the weights of epoch 2 hold NaN or infinity (mobilenet_conv0_weight); not saved. '
+            f'The last good checkpoint is epoch 1 of {prefix}; try a lower --lr.') in text
     assert checkpoint.complete_epochs(str(prefix)) == [1] and not os.path.exists(f'{prefix}-0002.params')
     arg, aux = checkpoint.load_params(f'{prefix}-0001.params')
     assert checkpoint.non_finite_names(arg, aux) == []
@@ -222,8 +222,8 @@ def tmpfs_training(data_root, folder, size, copy_to, *runs):
     train_py = [sys.executable, os.path.join(ROOT, 'train.py'), '--data-root', data_root, '--prefix', f'{folder}/ssd']
     steps = [f'dd if=/dev/zero of={folder}/filler bs=4k 2>/dev/null' if run is None
              else ' '.join(train_py + TINY + list(run)) for run in runs]
-    script = f'mount -t tmpfs -o size={size} tmpfs {folder} && {{ {"; ".join(steps)}; code=$?; rm -f {folder}/filler; ' \
-             f'cp -a {folder}/. {copy_to}; exit $code; }}'
+    script = (f'mount -t tmpfs -o size={size} tmpfs {folder} && {{ {"; ".join(steps)}; code=$?; '
+              f'rm -f {folder}/filler; cp -a {folder}/. {copy_to}; exit $code; }}')
     return subprocess.run(['unshare', '--user', '--map-root-user', '--mount', 'sh', '-c', script], cwd=ROOT,
                           env=dict(os.environ, OMP_NUM_THREADS='1'), capture_output=True, text=True, timeout=240)
 

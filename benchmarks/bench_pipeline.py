@@ -81,7 +81,7 @@ def ours(root, args):
     engine's ``run_epoch`` over ``batches``."""
     config = training.TrainConfig(dataset='synthetic', data_root=root, network='vgg16_reduced', data_shape=SHAPE,
                                   batch_size=args.batch_size, num_workers=args.num_workers, seed=args.seed,
-                                  max_expand=4)  # GluonCV's zoom-out, as on the other side
+                                  optimizer='sgd', max_expand=4)  # GluonCV's optimizer and zoom-out
     mx.random.seed(args.seed)
     train_split, val_split = training.open_splits(config)
     width = label_width(train_split.source, val_split.source)

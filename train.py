@@ -64,7 +64,8 @@ def parse_args(argv=None):
     opt.add_argument('--end-epoch', type=int, default=20)
     opt.add_argument('--seed', type=int, default=233)
     opt.add_argument('--min-neg-samples', type=int, default=0,
-                     help="MultiBoxTarget's minimum_negative_samples (ignored by the CPU semantics it reproduces)")
+                     help="MultiBoxTarget's minimum_negative_samples, kept for mxnet-ssd's command line; no effect: "
+                          "the native CPU op ignores it and ours does the same (only the GPU kernel reads it)")
     dev = p.add_argument_group('devices')
     dev.add_argument('--gpus', default='', help='comma list of GPU ids; empty: CPU')
     dev.add_argument('--num-cpu-contexts', type=int, default=1, help='data-parallel CPU contexts when --gpus is empty')

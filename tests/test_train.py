@@ -48,7 +48,7 @@ def test_train_writes_checkpoints_metrics_and_resumes(data_root, tmp_path):
     assert '_contrib_MultiBox' not in symbol.tojson()
     # the losses' graph only: get_symbol_train's monitoring detections are neither trained nor saved
     assert symbol.list_outputs() == ['cls_prob_output', 'loc_loss_output', 'cls_label_output']
-    assert 'det_out' not in symbol.tojson()
+    assert 'det_out' not in symbol.tojson() and '_contrib_box_nms' not in symbol.tojson()
     assert run_train(data_root, prefix, '--resume', '1', '--end-epoch', '2') == 0
     assert 'optimizer state restored' in log_text(prefix)
     with open(f'{prefix}-metrics.csv') as f:

@@ -112,7 +112,11 @@ class NonFiniteLoss(RuntimeError):
 
 
 def train(config):
-    """Train from ``config`` to ``config.end_epoch``; returns 0, or 130 if interrupted (saved)."""
+    """Train from ``config`` to ``config.end_epoch``; returns 0, or 130 if interrupted (saved).
+
+    Raises ``NonFiniteLoss`` (the last good checkpoint is kept), ``ValueError`` or
+    ``FileNotFoundError`` for bad data or settings, with a message naming the value or file.
+    """
     np.random.seed(config.seed)
     mx.random.seed(config.seed)
     ctx = contexts(config.gpus, config.num_cpu_contexts)

@@ -77,8 +77,8 @@ def _has_objects(root, name):
 
 
 def ours(root, args):
-    """train.py's training loader and Module; returns ``(loader, epoch)``, ``epoch(batches)`` the
-    engine's ``run_epoch`` over ``batches``."""
+    """train.py's training loader and Module; returns ``(loader, its workers, epoch)``, where
+    ``epoch(batches)`` is the engine's ``run_epoch`` over ``batches``."""
     config = training.TrainConfig(dataset='synthetic', data_root=root, network='vgg16_reduced', data_shape=SHAPE,
                                   batch_size=args.batch_size, num_workers=args.num_workers, seed=args.seed,
                                   optimizer='sgd', max_expand=4)  # GluonCV's optimizer and zoom-out
@@ -101,7 +101,7 @@ class SyntheticVOC(VOCDetection):
 
 
 def gluoncv(root, args):
-    """GluonCV train_ssd.py's network, training loader and loop; returns ``(loader, epoch)``."""
+    """GluonCV train_ssd.py's network, training loader and loop; returns ``(loader, its workers, epoch)``."""
     net = get_model('ssd_300_vgg16_atrous_custom', classes=synthetic.CLASSES, pretrained_base=False)
     net.initialize()
     with autograd.train_mode():  # fixed anchors for the target generation in the workers

@@ -76,6 +76,7 @@ SMALL_FOUND = [np.array([[0, 0.9, 14, 14, 23, 23]], float),
                np.array([[0, 0.8, 50, 50, 69, 69], [0, 0.7, 5, 5, 30, 30]], float)]
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize('voc07, expected', [
     # ranked 0.9 (FP), 0.8 (TP), 0.7 (difficult: skipped); 2 objects to find (the difficult one
     # does not count): recall [0, 0.5], precision [0, 0.5]. VOC07: recall >= t for t = 0 ... 0.5,

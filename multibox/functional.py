@@ -104,10 +104,13 @@ def _call_ndarray(block, inputs, input_names, out):
 
 
 def _call_numpy(block, inputs, input_names, out, function_name):
+    """``mx.np`` arrays, or the numpy Symbols a numpy-mode HybridBlock is traced with."""
+    kind = mx.sym.np._Symbol if isinstance(inputs[0], mx.sym.Symbol) else mx.np.ndarray
     for x, n in zip(inputs, input_names):
-        if not isinstance(x, mx.np.ndarray):
-            raise TypeError(f"multibox.npx.{function_name}: {n} must be an mx.np.ndarray, "
-                            f"got {_type_name(x)} (use multibox.ndarray for legacy NDArrays)")
+        if not isinstance(x, kind):
+            raise TypeError(f"multibox.npx.{function_name}: {n} must be an mx.np.ndarray (or "
+                            f"a numpy Symbol), got {_type_name(x)} (use multibox.ndarray for "
+                            f"legacy NDArrays, multibox.symbol for legacy Symbols)")
     return _deliver(block(*inputs), out)
 
 
@@ -123,7 +126,9 @@ def _deliver(outputs, out):
 
 
 def _type_name(x):
-    return 'mx.np.ndarray' if isinstance(x, mx.np.ndarray) else type(x).__name__
+    if isinstance(x, mx.np.ndarray):
+        return 'mx.np.ndarray'
+    return 'numpy Symbol' if isinstance(x, mx.sym.np._Symbol) else type(x).__name__
 
 
 class _TargetOutputs(mx.operator.CustomOp):

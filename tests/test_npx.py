@@ -8,6 +8,7 @@ transposed class predictions, ``multibox_detection`` on the softmax. It runs wit
 Numpy mode is global state: every test that needs it takes the ``numpy_mode`` fixture, which
 restores the previous mode afterwards.
 """
+import contextlib
 import inspect
 
 import mxnet as mx
@@ -31,13 +32,21 @@ TARGET = {'negative_mining_ratio': 3}
 DETECTION = {'nms_threshold': 0.45}
 
 
-@pytest.fixture
-def numpy_mode():
-    """``npx.set_np()`` for one test; the previous shape and array modes come back afterwards."""
+@contextlib.contextmanager
+def numpy_semantics():
+    """``npx.set_np()`` inside; the previous shape and array modes come back afterwards."""
     shape, array = mx.util.is_np_shape(), mx.util.is_np_array()
     npx.set_np()
-    yield
-    npx.set_np(shape=shape, array=array)
+    try:
+        yield
+    finally:
+        npx.set_np(shape=shape, array=array)
+
+
+@pytest.fixture
+def numpy_mode():
+    with numpy_semantics():
+        yield
 
 
 def _down_sample(channels):
@@ -243,13 +252,17 @@ def test_legacy_ndarrays_and_symbols_while_numpy_mode_is_on(numpy_mode):
     assert_same(symbol.eval(data=data)[0].asnumpy(), native_anchors.asnumpy())
 
 
-def test_numpy_mode_fixture_restores_the_previous_mode(numpy_mode):
-    assert mx.util.is_np_array() and mx.util.is_np_shape()
-
-
-def test_legacy_mode_is_back_after_the_numpy_tests():
-    """Runs after the numpy-mode tests of this module (pytest keeps the file's order)."""
-    assert not mx.util.is_np_array() and not mx.util.is_np_shape()
+@pytest.mark.parametrize('shape, array', [(False, False), (True, False), (True, True)])
+def test_numpy_mode_is_restored_after_a_test(shape, array):
+    npx.set_np(shape=shape, array=array)
+    try:
+        with pytest.raises(RuntimeError):
+            with numpy_semantics():
+                assert mx.util.is_np_array() and mx.util.is_np_shape()
+                raise RuntimeError  # a failing test restores the mode too
+        assert (mx.util.is_np_shape(), mx.util.is_np_array()) == (shape, array)
+    finally:
+        npx.reset_np()
 
 
 @pytest.mark.parametrize('name', ['multibox_prior', 'multibox_target', 'multibox_detection'])

@@ -52,7 +52,7 @@ class MultiBoxDetection(CheckedBlock):
     Output
     ------
     (B, N, 6) float32 ``[class_id, score, xmin, ymin, xmax, ymax]``, -1 rows as the native op.
-    No gradient flows to the inputs.
+    No gradient flows to the inputs. ``mx.np`` inputs (numpy mode) give ``mx.np`` outputs.
     """
 
     def __init__(self, clip=True, threshold=0.01, background_id=0, nms_threshold=0.5,

@@ -80,9 +80,10 @@ def _native_name(name, hint):
 def _call_symbolic(block, inputs, input_names, name):
     inputs = [mx.sym.var(f"{name}_{n}") if x is None else x for x, n in zip(inputs, input_names)]
     for x, n in zip(inputs, input_names):
-        if not isinstance(x, mx.sym.Symbol):
+        if not isinstance(x, mx.sym.Symbol) or isinstance(x, mx.sym.np._Symbol):
             raise TypeError(f"multibox.symbol.{type(block).__name__}: {n} must be a Symbol, "
-                            f"got {type(x).__name__} (use multibox.ndarray for NDArrays)")
+                            f"got {_type_name(x)} (use multibox.ndarray for NDArrays, "
+                            f"multibox.npx for numpy Symbols)")
     with mx.util.np_array(False):  # legacy Symbols, also while numpy mode is on
         outputs = block(*inputs)
     # The last node gets exactly the native name; a plain NameManager keeps it unprefixed.

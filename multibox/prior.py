@@ -46,6 +46,7 @@ class MultiBoxPrior(CheckedBlock):
     and 3 are used, never the values).
     Output: ``(1, H * W * num_anchors, 4)`` float32 corner boxes ``[xmin, ymin, xmax, ymax]``,
     normalized; row ``(y * W + x) * num_anchors + k``. No gradient flows to ``data``.
+    ``mx.np`` inputs (numpy mode) give ``mx.np`` outputs.
     """
 
     def __init__(self, sizes=(1.0,), ratios=(1.0,), clip=False, steps=(-1.0, -1.0),

@@ -84,6 +84,7 @@ class MultiBoxTarget(CheckedBlock):
     Outputs: ``loc_target (B, N*4)`` anchor-major offsets (0 unless positive), ``loc_mask
     (B, N*4)`` 1 for positives, ``cls_target (B, N)``: ``class + 1`` for positives, 0 for
     negatives, ``ignore_label`` otherwise (every anchor of an image without valid gts).
+    ``mx.np`` inputs (numpy mode) give ``mx.np`` outputs.
     """
 
     def __init__(self, overlap_threshold=0.5, ignore_label=-1.0, negative_mining_ratio=-1.0,

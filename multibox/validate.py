@@ -12,6 +12,7 @@ from mxnet import gluon, nd
 
 __all__ = ['CheckedBlock', 'check_array', 'check_anchors', 'accepts_numpy', 'as_legacy']
 
+# numpy-mode arrays and Symbols (MXNet 1.9.1 gives the numpy Symbol class no public name)
 _NUMPY_TYPES = (mx.np.ndarray, mx.sym.np._Symbol)
 
 

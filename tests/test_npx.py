@@ -278,3 +278,6 @@ def test_wrong_kind_of_array_is_named(numpy_mode):
     with pytest.raises(TypeError, match=r'MultiBoxPrior: data must be an NDArray, got mx.np.ndarray '
                                         r'\(use multibox.npx'):
         multibox.ndarray.MultiBoxPrior(mx.np.zeros((1, 1, 2, 2)))
+    with pytest.raises(TypeError, match=r'MultiBoxPrior: data must be a Symbol, got numpy Symbol '
+                                        r'\(use multibox.ndarray for NDArrays, multibox.npx'):
+        multibox.symbol.MultiBoxPrior(mx.sym.var('data').as_np_ndarray())

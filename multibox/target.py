@@ -35,7 +35,7 @@ from mxnet.base import MXNetError
 from . import matcher, mining
 from .coder import encode
 from .params import as_int, dmlc_float, float_tuple
-from .validate import CheckedBlock, check_anchors, check_array
+from .validate import CheckedBlock, accepts_numpy, as_legacy, check_anchors, check_array
 
 __all__ = ['MultiBoxTarget']
 
@@ -84,6 +84,7 @@ class MultiBoxTarget(CheckedBlock):
     Outputs: ``loc_target (B, N*4)`` anchor-major offsets (0 unless positive), ``loc_mask
     (B, N*4)`` 1 for positives, ``cls_target (B, N)``: ``class + 1`` for positives, 0 for
     negatives, ``ignore_label`` otherwise (every anchor of an image without valid gts).
+    ``mx.np`` inputs (numpy mode) give ``mx.np`` outputs.
     """
 
     def __init__(self, overlap_threshold=0.5, ignore_label=-1.0, negative_mining_ratio=-1.0,
@@ -124,6 +125,7 @@ class MultiBoxTarget(CheckedBlock):
             raise self._diagnose(anchor, label, cls_pred) from err
         return outputs
 
+    @accepts_numpy
     def hybrid_forward(self, F, anchor, label, cls_pred):
         # blocking the inputs too keeps backward passes away from the operators in between;
         # cls_pred is blocked where it is transposed (mining), which needs no copy
@@ -221,7 +223,7 @@ class MultiBoxTarget(CheckedBlock):
     def _diagnose(self, anchor, label, cls_pred):
         """The ValueError for a failed NDArray call, from imperatively recomputed error codes."""
         with autograd.pause():
-            report = self._decide(nd, anchor, label, cls_pred)[1]
+            report = self._decide(nd, *(as_legacy(x) for x in (anchor, label, cls_pred)))[1]
         codes = report['code'].asnumpy()
         failing = np.flatnonzero(codes)
         if failing.size == 0:

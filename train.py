@@ -84,8 +84,9 @@ def parse_args(argv=None):
     opt.add_argument('--begin-epoch', type=int, default=0)
     opt.add_argument('--end-epoch', type=int, default=20)
     opt.add_argument('--seed', type=int, default=233)
-    opt.add_argument('--min-neg-samples', type=int, default=0,
-                     help="MultiBoxTarget's minimum_negative_samples (ignored by the CPU semantics it reproduces)")
+    opt.add_argument('--min-neg-samples', type=int, default=symbols.ssd.EMPTY_IMAGE_NEGATIVES,
+                     help='hard negatives (class 0) taken from each image without objects (0: such images '
+                          'add nothing to the loss, as with the native MultiBoxTarget on CPU)')
     dev = p.add_argument_group('devices')
     dev.add_argument('--gpus', default='', help='comma list of GPU ids; empty: CPU')
     dev.add_argument('--num-cpu-contexts', type=int, default=1, help='data-parallel CPU contexts when --gpus is empty')

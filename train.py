@@ -18,6 +18,14 @@ import sys
 import time
 import warnings
 
+from ssd import distwatch
+
+try:  # before mxnet, whose import runs the server and scheduler roles of --kv-store dist_*
+    distwatch.prepare_role()
+except ValueError as bad_setting:
+    print(f'train.py: {bad_setting}', file=sys.stderr)
+    sys.exit(2)
+
 import mxnet as mx
 import numpy as np
 from tqdm import tqdm
@@ -145,6 +153,7 @@ def train(args):
     mx.random.seed(args.seed)
     ctx = contexts(args.gpus, args.num_cpu_contexts)
     kv = mx.kv.create(args.kv_store)
+    distwatch.watch_kvstore(kv)  # a lost parameter-server node ends this process
     train_split, val_split = open_splits(args)
     class_names = train_split.class_names
     width = label_width(train_split.source, val_split.source)

@@ -3,9 +3,11 @@ import csv
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
+import time
 
 import mxnet as mx
 import numpy as np
@@ -199,6 +201,58 @@ def test_dist_sync_on_loopback(data_root, tmp_path):
     second = mx.nd.load(str(tmp_path / 'worker1' / 'ssd-0001.params'))
     weights = [k for k in first if k.startswith('arg:')]  # BatchNorm statistics stay per worker
     assert weights and all(np.allclose(first[k].asnumpy(), second[k].asnumpy(), atol=1e-5) for k in weights)
+
+
+def test_dist_sync_lost_worker_ends_every_survivor(data_root, tmp_path):
+    """One worker killed mid-run: the scheduler reports the lost worker and exits 1, the server
+    then the lost scheduler; the other worker, blocked in the parameter server, stops on Ctrl-C
+    (exit 130) before its own liveness watch would end it."""
+    env = dict(os.environ, DMLC_PS_ROOT_URI='127.0.0.1', DMLC_PS_ROOT_PORT=str(free_port()),
+               DMLC_NUM_SERVER='1', DMLC_NUM_WORKER='2', PS_VERBOSE='0', OMP_NUM_THREADS='1',
+               MULTIBOX_DIST_TIMEOUT='24')  # nodes lost after 12 s of silence
+    command = [sys.executable, os.path.join(ROOT, 'train.py'), '--data-root', data_root, '--kv-store',
+               'dist_sync', '--end-epoch', '1000', '--val-interval', '0'] + TINY
+    processes, outputs = {}, {}
+    for name in ('scheduler', 'server', 'worker0', 'worker1'):
+        role = name.rstrip('01')
+        prefix = ['--prefix', str(tmp_path / name / 'ssd')] if role == 'worker' else []
+        outputs[name] = open(tmp_path / f'{name}.out', 'w+')
+        processes[name] = subprocess.Popen(command + prefix, env=dict(env, DMLC_ROLE=role), cwd=ROOT,
+                                           stdout=outputs[name], stderr=subprocess.STDOUT)
+    try:
+        logs = [tmp_path / f'worker{k}' / 'ssd-train.log' for k in (0, 1)]
+        for _ in range(240):  # both workers train (epoch 2 logged), or give up after ~2 minutes
+            if all(log.is_file() and 'epoch 2:' in log.read_text() for log in logs):
+                break
+            time.sleep(0.5)
+        assert all('epoch 2:' in log.read_text() for log in logs), 'the run did not start'
+        processes['worker1'].kill()
+        with pytest.raises(subprocess.TimeoutExpired):  # worker 0 now waits for worker 1
+            processes['worker0'].wait(timeout=5)
+        processes['worker0'].send_signal(signal.SIGINT)
+        codes = {name: processes[name].wait(timeout=60) for name in ('scheduler', 'server', 'worker0')}
+    finally:
+        for process in processes.values():
+            process.kill()
+    text = {}
+    for name, output in outputs.items():
+        output.seek(0)
+        text[name] = output.read()
+    assert codes == {'scheduler': 1, 'server': 1, 'worker0': 130}, text
+    assert 'scheduler: lost 1 worker node(s) of the parameter server (no heartbeat for 12 s)' in text['scheduler']
+    assert 'server: lost 1 scheduler node(s)' in text['server']
+    assert 'worker: interrupted' in text['worker0'] and 'Traceback' not in text['worker0']
+
+
+@pytest.mark.parametrize('value', ['soon', '-1', 'nan', 'inf'])
+def test_bad_dist_timeout_is_refused_by_name(value):
+    env = dict(os.environ, DMLC_ROLE='worker', MULTIBOX_DIST_TIMEOUT=value)
+    result = subprocess.run([sys.executable, os.path.join(ROOT, 'train.py'), '--help'], env=env, cwd=ROOT,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert f"MULTIBOX_DIST_TIMEOUT must be a number of seconds >= 0 (0: wait forever), got '{value}'" \
+        in result.stderr
+    assert 'Traceback' not in result.stderr
 
 
 def test_weights_start_at_he_fan_in_scale():

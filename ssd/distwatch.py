@@ -72,6 +72,25 @@ def _dead_after(timeout):
     return max(2 * heartbeat_interval(timeout) + 1, int(timeout / 2))
 
 
+def _heartbeats(environ):
+    """PS-lite's heartbeat interval as it reads it (``atoi``), 0 when off or unreadable."""
+    try:
+        return int(environ.get('PS_HEARTBEAT_INTERVAL', '0'))
+    except ValueError:
+        return 0
+
+
+def _check_heartbeats(environ, timeout):
+    """ValueError unless a silent node is lost after at least two missed heartbeats."""
+    interval = _heartbeats(environ)
+    if not 1 <= interval <= (_dead_after(timeout) - 1) // 2:
+        raise ValueError(
+            f"PS_HEARTBEAT_INTERVAL={environ['PS_HEARTBEAT_INTERVAL']!r} must be a whole number "
+            f"of seconds from 1 to {(_dead_after(timeout) - 1) // 2}: a node silent for "
+            f"{_dead_after(timeout)} s (MULTIBOX_DIST_TIMEOUT={timeout:g} / 2) counts as lost; "
+            f"unset it to get {heartbeat_interval(timeout)}")
+
+
 def prepare_role(environ=os.environ):
     """Set up the watch of this process's parameter-server role (``DMLC_ROLE``), if any.
 
@@ -87,6 +106,7 @@ def prepare_role(environ=os.environ):
     if timeout == 0:
         return timeout
     environ.setdefault('PS_HEARTBEAT_INTERVAL', str(heartbeat_interval(timeout)))
+    _check_heartbeats(environ, timeout)
     _watch_interrupts(role)
     if role in ('server', 'scheduler'):
         watched = {'scheduler': ((_WORKERS, 'worker'), (_SERVERS, 'server'))}.get(
@@ -100,7 +120,7 @@ def watch_kvstore(kv, environ=os.environ):
     if 'dist' not in kv.type or not environ.get('DMLC_ROLE'):
         return
     timeout = dist_timeout(environ)
-    if timeout > 0:
+    if timeout > 0 and _heartbeats(environ):  # without heartbeats every node looks dead
         # a weak reference: the KVStore must be freed as usual, its destructor runs PS-lite's
         # final barrier, which the other nodes wait for
         _start(_watch_liveness, f'worker {kv.rank}', weakref.ref(kv),

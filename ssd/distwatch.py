@@ -156,10 +156,11 @@ def _watch_liveness(role, kvstore, watched, timeout):
             _lib().MXKVStoreGetNumDeadNode(store.handle, group, ctypes.byref(count), dead_after)
             del store
             if count.value:
-                _end(_LOST_STATUS,
-                     f"{role}: lost {count.value} {name} node(s) of the parameter server (no "
-                     f"heartbeat for {dead_after} s); stopping (MULTIBOX_DIST_TIMEOUT="
-                     f"{timeout:g} s)")
+                lost = (f"the {name} of the parameter server (it stops when a worker or server "
+                        f"is lost: see its output)" if group == _SCHEDULER else
+                        f"{count.value} {name} node(s) of the parameter server")
+                _end(_LOST_STATUS, f"{role}: lost {lost}, no heartbeat for {dead_after} s; "
+                                   f"stopping (MULTIBOX_DIST_TIMEOUT={timeout:g} s)")
 
 
 def _lib():

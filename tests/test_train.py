@@ -204,33 +204,34 @@ def test_dist_sync_on_loopback(data_root, tmp_path):
 
 
 def test_dist_sync_lost_worker_ends_every_survivor(data_root, tmp_path):
-    """One worker killed mid-run: the scheduler reports the lost worker and exits 1, the server
-    then the lost scheduler; the other worker, blocked in the parameter server, stops on Ctrl-C
-    (exit 130) before its own liveness watch would end it."""
+    """Three workers, one killed mid-run: the scheduler reports the lost worker and exits 1, then
+    the server and one worker report the lost scheduler and exit 1; the last worker, blocked in
+    the parameter server, stops on Ctrl-C (exit 130) before its own watch would end it."""
     env = dict(os.environ, DMLC_PS_ROOT_URI='127.0.0.1', DMLC_PS_ROOT_PORT=str(free_port()),
-               DMLC_NUM_SERVER='1', DMLC_NUM_WORKER='2', PS_VERBOSE='0', OMP_NUM_THREADS='1',
+               DMLC_NUM_SERVER='1', DMLC_NUM_WORKER='3', PS_VERBOSE='0', OMP_NUM_THREADS='1',
                MULTIBOX_DIST_TIMEOUT='24')  # nodes lost after 12 s of silence
     command = [sys.executable, os.path.join(ROOT, 'train.py'), '--data-root', data_root, '--kv-store',
                'dist_sync', '--end-epoch', '1000', '--val-interval', '0'] + TINY
+    names = ['scheduler', 'server', 'worker0', 'worker1', 'worker2']
     processes, outputs = {}, {}
-    for name in ('scheduler', 'server', 'worker0', 'worker1'):
-        role = name.rstrip('01')
+    for name in names:
+        role = name.rstrip('012')
         prefix = ['--prefix', str(tmp_path / name / 'ssd')] if role == 'worker' else []
         outputs[name] = open(tmp_path / f'{name}.out', 'w+')
         processes[name] = subprocess.Popen(command + prefix, env=dict(env, DMLC_ROLE=role), cwd=ROOT,
                                            stdout=outputs[name], stderr=subprocess.STDOUT)
     try:
-        logs = [tmp_path / f'worker{k}' / 'ssd-train.log' for k in (0, 1)]
-        for _ in range(240):  # both workers train (epoch 2 logged), or give up after ~2 minutes
+        logs = [tmp_path / f'worker{k}' / 'ssd-train.log' for k in range(3)]
+        for _ in range(240):  # all workers train (epoch 2 logged), or give up after ~2 minutes
             if all(log.is_file() and 'epoch 2:' in log.read_text() for log in logs):
                 break
             time.sleep(0.5)
         assert all('epoch 2:' in log.read_text() for log in logs), 'the run did not start'
-        processes['worker1'].kill()
-        with pytest.raises(subprocess.TimeoutExpired):  # worker 0 now waits for worker 1
+        processes['worker2'].kill()
+        with pytest.raises(subprocess.TimeoutExpired):  # the others now wait for worker 2
             processes['worker0'].wait(timeout=5)
         processes['worker0'].send_signal(signal.SIGINT)
-        codes = {name: processes[name].wait(timeout=60) for name in ('scheduler', 'server', 'worker0')}
+        codes = {name: processes[name].wait(timeout=60) for name in names[:-1]}
     finally:
         for process in processes.values():
             process.kill()
@@ -238,10 +239,12 @@ def test_dist_sync_lost_worker_ends_every_survivor(data_root, tmp_path):
     for name, output in outputs.items():
         output.seek(0)
         text[name] = output.read()
-    assert codes == {'scheduler': 1, 'server': 1, 'worker0': 130}, text
-    assert 'scheduler: lost 1 worker node(s) of the parameter server (no heartbeat for 12 s)' in text['scheduler']
-    assert 'server: lost 1 scheduler node(s)' in text['server']
-    assert 'worker: interrupted' in text['worker0'] and 'Traceback' not in text['worker0']
+    assert codes == {'scheduler': 1, 'server': 1, 'worker0': 130, 'worker1': 1}, text
+    assert 'scheduler: lost 1 worker node(s) of the parameter server, no heartbeat for 12 s' in text['scheduler']
+    for name in ('server', 'worker1'):
+        assert 'lost the scheduler of the parameter server' in text[name], text[name]
+    assert 'worker: interrupted' in text['worker0']
+    assert all('Traceback' not in text[name] for name in names[:-1])
 
 
 @pytest.mark.parametrize('value', ['soon', '-1', 'nan', 'inf'])

@@ -22,8 +22,8 @@ __all__ = ['get_symbol_train', 'get_symbol', 'training_graph', 'inference_graph'
            'feature_names', 'layer_anchors', 'VARIANCES', 'EMPTY_IMAGE_NEGATIVES']
 
 VARIANCES = (0.1, 0.1, 0.2, 0.2)
-# hard negatives of an image without objects: about what an image with objects mines (on the
-# synthetic set 10.8 positives x ratio 3 = 32.4 negatives per image, mobilenet0.25 at 256)
+# hard negatives of an image without objects: about what an image with objects mines (200
+# generated synthetic images, mobilenet0.25 at 256: 10.8 positives x ratio 3 = 32.4 negatives)
 EMPTY_IMAGE_NEGATIVES = 32
 _IGNORE = -1
 
@@ -70,11 +70,12 @@ def training_graph(config, num_classes, data_shape, nms_thresh=0.45, force_suppr
       nothing to the loss. Here its ``minimum_negative_samples`` hardest anchors (lowest
       background probability, ties to the lowest index; every anchor is a candidate, its IoU
       being 0) get class target 0 and the rest stay ignored, as GluonCV's ``SSDMultiBoxLoss``
-      does with ``min_hard_negatives`` on the all-negative targets of its target generator,
-      and as the native GPU op does with ``minimum_negative_samples``. A count, not all
-      anchors: the "valid" normalisation would otherwise let one empty image (thousands of
-      anchors) outweigh the ~40 labelled anchors of each image with objects. ``0``: ignored,
-      as natively. Images with objects keep the op's targets exactly.
+      does with ``min_hard_negatives`` on the all-negative targets of its target generator
+      (the native GPU op, unlike CPU, also uses ``minimum_negative_samples``). A count, not
+      all anchors: the "valid" normalisation would otherwise let one empty image (thousands of
+      anchors) outweigh the labelled anchors of the images with objects (about 43 each on the
+      synthetic set). ``0``: ignored, as natively. Images with objects keep the op's targets
+      exactly; only the normalisation's count of labelled anchors grows.
     * The op reads ``cls_pred`` with non-finite logits replaced by 0: it refuses to mine on NaN
       probabilities, and a diverged network must give a NaN loss, not a graph error.
 

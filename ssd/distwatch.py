@@ -42,6 +42,9 @@ _POLL = 1.0          # seconds between two liveness checks
 # PS-lite node groups (ps/base.h): MXKVStoreGetNumDeadNode counts dead nodes in a group
 _SCHEDULER, _SERVERS, _WORKERS = 1, 2, 4
 _LOST_STATUS, _INTERRUPTED_STATUS = 1, 130
+# (group, name) pairs each role watches: the scheduler hears everyone, the others hear it
+_WATCHED = {'scheduler': ((_WORKERS, 'worker'), (_SERVERS, 'server')),
+            'server': ((_SCHEDULER, 'scheduler'),), 'worker': ((_SCHEDULER, 'scheduler'),)}
 
 log = logging.getLogger(__name__)
 
@@ -108,10 +111,10 @@ def prepare_role(environ=os.environ):
     environ.setdefault('PS_HEARTBEAT_INTERVAL', str(heartbeat_interval(timeout)))
     _check_heartbeats(environ, timeout)
     _watch_interrupts(role)
-    if role in ('server', 'scheduler'):
-        watched = {'scheduler': ((_WORKERS, 'worker'), (_SERVERS, 'server'))}.get(
-            role, ((_SCHEDULER, 'scheduler'),))
-        _start(_watch_liveness, role, _OwnKVStore().get, watched, timeout)
+    if role in ('server', 'scheduler') and not os.path.isfile('/proc/self/net/tcp'):
+        log.warning('%s: no liveness watch without Linux /proc (see ssd/distwatch.py)', role)
+    elif role in ('server', 'scheduler'):
+        _start(_watch_liveness, role, _OwnKVStore().get, _WATCHED[role], timeout)
     return timeout
 
 
@@ -123,8 +126,7 @@ def watch_kvstore(kv, environ=os.environ):
     if timeout > 0 and _heartbeats(environ):  # without heartbeats every node looks dead
         # a weak reference: the KVStore must be freed as usual, its destructor runs PS-lite's
         # final barrier, which the other nodes wait for
-        _start(_watch_liveness, f'worker {kv.rank}', weakref.ref(kv),
-               ((_SCHEDULER, 'scheduler'),), timeout)
+        _start(_watch_liveness, f'worker {kv.rank}', weakref.ref(kv), _WATCHED['worker'], timeout)
 
 
 def _start(target, *args):

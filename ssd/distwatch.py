@@ -13,7 +13,8 @@ between bytecodes of the main thread). Here every node of a run gets a daemon th
   ``timeout`` seconds of a loss (two half-timeouts, plus a second of polling each).
 * Ctrl-C: a thread reading ``signal.set_wakeup_fd`` sees SIGINT even while the main thread is
   blocked. If the main thread is still running ``GRACE`` seconds later (it may be saving the
-  interrupted epoch), or at a second Ctrl-C, the process ends with status 130.
+  interrupted epoch), or at a second Ctrl-C, the process ends with status 130. A server or
+  scheduler, whose main thread never returns from MXNet, ends at the first Ctrl-C.
 
 The timeout is ``MULTIBOX_DIST_TIMEOUT`` seconds (default 120; 0 turns the watch off). It is an
 environment variable, not an option, because the server and scheduler roles run inside

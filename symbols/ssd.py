@@ -37,8 +37,9 @@ def get_symbol_train(network, num_classes, data_shape, nms_thresh=0.45, force_su
     Symbol groups four outputs: ``cls_prob`` (B, C+1, N) (SoftmaxOutput loss on the class
     targets, ignore -1, "valid" normalisation), ``loc_loss`` (B, 4N) (smooth-L1 on the masked
     box offsets), and two gradient-free monitoring outputs: ``cls_label`` (B, N) and the
-    detections ``det_out`` (B, N, 6). ``minimum_negative_samples``: hard negatives taken from each
-    image without objects (see ``training_graph``).
+    detections ``det_out`` (B, N, 6) (mxnet-ssd validates with them; ``ssd.training`` trains the
+    first three only). ``minimum_negative_samples``: hard negatives taken from each image without
+    objects (see ``training_graph``).
     """
     config = get_config(network, data_shape, **overrides)
     return training_graph(config, num_classes, data_shape, nms_thresh=nms_thresh,

@@ -15,6 +15,8 @@ import evaluate
 from ssd import annotations, synthetic
 from test_evaluation import devkit_ap
 
+pytestmark = pytest.mark.e2e
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHIPPED = ['--prefix', os.path.join(ROOT, 'models', 'ssd_synthetic'), '--epoch', '20']
 AP_ROW = re.compile(r'^(\w+)\s+(\d\.\d{4}|nan)$', re.M)

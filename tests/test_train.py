@@ -15,7 +15,7 @@ import pytest
 
 import evaluate
 import train
-from ssd import synthetic
+from ssd import synthetic, training
 
 pytestmark = pytest.mark.e2e
 
@@ -48,6 +48,9 @@ def test_train_writes_checkpoints_metrics_and_resumes(data_root, tmp_path):
         assert os.path.isfile(f'{prefix}{suffix}'), suffix
     symbol = mx.sym.load(f'{prefix}-symbol.json')
     assert '_contrib_MultiBox' not in symbol.tojson()
+    # the losses' graph only: get_symbol_train's monitoring detections are neither trained nor saved
+    assert symbol.list_outputs() == ['cls_prob_output', 'loc_loss_output', 'cls_label_output']
+    assert 'det_out' not in symbol.tojson() and '_contrib_box_nms' not in symbol.tojson()
     assert run_train(data_root, prefix, '--resume', '1', '--end-epoch', '2') == 0
     assert 'optimizer state restored' in log_text(prefix)
     with open(f'{prefix}-metrics.csv') as f:
@@ -56,6 +59,7 @@ def test_train_writes_checkpoints_metrics_and_resumes(data_root, tmp_path):
     info = json.load(open(f'{prefix}-0002.json'))
     assert info['epoch'] == 2 and info['class_names'] == list(synthetic.CLASSES)
     assert 0 <= info['val_mAP'] <= 1 and np.isfinite(info['CrossEntropy'])
+    assert info['lr'] == pytest.approx(0.005)  # the optimizer's rate after the one-epoch warm-up
 
 
 def test_validation_runs_every_val_interval_epochs_and_after_the_last(data_root, tmp_path):
@@ -84,7 +88,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(data_root, tmp
 
 def test_ctrl_c_saves_before_exiting(data_root, tmp_path, monkeypatch):
     calls = []
-    real = train.batch_losses
+    real = training.batch_losses
 
     def interrupted(outputs):
         calls.append(1)
@@ -92,7 +96,7 @@ def test_ctrl_c_saves_before_exiting(data_root, tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return real(outputs)
 
-    monkeypatch.setattr(train, 'batch_losses', interrupted)
+    monkeypatch.setattr(training, 'batch_losses', interrupted)
     prefix = tmp_path / 'ssd'
     assert run_train(data_root, prefix, '--end-epoch', '2') == 130
     assert json.load(open(f'{prefix}-0001.json'))['interrupted'] is True
@@ -258,28 +262,3 @@ def test_bad_dist_timeout_is_refused_by_name(value):
     assert f"MULTIBOX_DIST_TIMEOUT must be a number of seconds >= 0 (0: wait forever), got '{value}'" \
         in result.stderr
     assert 'Traceback' not in result.stderr
-
-
-def test_weights_start_at_he_fan_in_scale():
-    # A depthwise 3x3 filter has fan-in 9: std sqrt(2/9). mxnet-ssd's fan-out variant gives
-    # sqrt(2/(9*256)) for 256 channels; behind BatchNorm such small weights get a huge effective
-    # learning rate, and from-scratch MobileNet training diverged in its first steps.
-    depthwise = mx.nd.zeros((256, 1, 3, 3))
-    train.INITIALIZER(mx.init.InitDesc('mobilenet_conv25_weight'), depthwise)
-    assert abs(float(depthwise.asnumpy().std()) - (2 / 9) ** 0.5) < 0.03
-    bias = mx.nd.ones((8,))
-    train.INITIALIZER(mx.init.InitDesc('relu10_cls_pred_conv_bias'), bias)
-    assert not bias.asnumpy().any()
-
-
-@pytest.mark.parametrize('mode', ['step', 'cosine'])
-def test_learning_rate_schedule_warms_up_then_decays(mode):
-    args = train.parse_args(['--lr', '0.01', '--lr-mode', mode, '--lr-steps', '3', '--lr-factor', '0.1',
-                             '--warmup-epochs', '1', '--end-epoch', '4'])
-    scheduler = train.make_optimizer(args, begin_epoch=0, batches_per_epoch=10, num_devices=1).lr_scheduler
-    assert scheduler(0) == pytest.approx(0.0001)  # warm-up starts at lr / 100
-    assert scheduler(10) == pytest.approx(0.01)  # full lr once the first epoch is done
-    if mode == 'step':
-        assert scheduler(29) == pytest.approx(0.01) and scheduler(31) == pytest.approx(0.001)
-    else:  # half-way through the 30 post-warm-up updates: half the lr; zero at the end
-        assert scheduler(25) == pytest.approx(0.005) and scheduler(40) == pytest.approx(0.0)

@@ -23,6 +23,14 @@ import dataclasses
 import logging
 import os
 
+from ssd import distwatch
+
+try:  # before mxnet, whose import runs the server and scheduler roles of --kv-store dist_*
+    distwatch.prepare_role()
+except ValueError as bad_setting:
+    print(f'train.py: {bad_setting}', file=sys.stderr)
+    sys.exit(2)
+
 import symbols
 from ssd import checkpoint, training
 
@@ -81,9 +89,9 @@ def parse_args(argv=None):
     opt.add_argument('--begin-epoch', type=int, default=0)
     opt.add_argument('--end-epoch', type=int, default=20)
     opt.add_argument('--seed', type=int, default=233)
-    opt.add_argument('--min-neg-samples', type=int, default=0,
-                     help="MultiBoxTarget's minimum_negative_samples, kept for mxnet-ssd's command line; no effect: "
-                          "the native CPU op ignores it and ours does the same (only the GPU kernel reads it)")
+    opt.add_argument('--min-neg-samples', type=int, default=symbols.ssd.EMPTY_IMAGE_NEGATIVES,
+                     help='hard negatives (class 0) taken from each image without objects (0: such images '
+                          'add nothing to the loss, as with the native MultiBoxTarget on CPU)')
     dev = p.add_argument_group('devices')
     dev.add_argument('--gpus', default='', help='comma list of GPU ids; empty: CPU')
     dev.add_argument('--num-cpu-contexts', type=int, default=1, help='data-parallel CPU contexts when --gpus is empty')

@@ -27,7 +27,7 @@ import numpy as np
 from tqdm import tqdm
 
 import symbols
-from . import checkpoint, interrupts
+from . import checkpoint, distwatch, interrupts
 from .annotations import read_class_names
 from .dataset import DetectionDataset, EpochSampler, label_width
 from .evaluation import VOCEvaluator, format_ap_table
@@ -56,8 +56,8 @@ class TrainConfig:
     ``class_names`` a comma list or a file; ``num_class`` checked against the class names.
     Epochs count completed epochs: ``resume``/``finetune`` start after epoch N of ``prefix``.
     ``lr_steps`` are epochs; ``gpus`` a comma list of GPU ids (empty: ``num_cpu_contexts`` CPUs).
-    ``min_neg_samples`` reaches MultiBoxTarget's ``minimum_negative_samples``, which the CPU
-    semantics reproduced here ignore (see docs/ops-semantics.md): it changes nothing.
+    ``min_neg_samples``: hard negatives (class 0) taken from each image without objects by the
+    training graph (``symbols.ssd.training_graph``; 0: such images add nothing to the loss).
     """
     # data
     dataset: str = 'synthetic'
@@ -91,7 +91,7 @@ class TrainConfig:
     begin_epoch: int = 0
     end_epoch: int = 20
     seed: int = 233
-    min_neg_samples: int = 0
+    min_neg_samples: int = symbols.ssd.EMPTY_IMAGE_NEGATIVES
     # devices
     gpus: str = ''
     num_cpu_contexts: int = 1
@@ -128,6 +128,7 @@ def train(config):
     if config.resume is not None:
         config = dataclasses.replace(config, resume=checkpoint.resume_epoch(config.prefix, config.resume))
     kv = mx.kv.create(config.kv_store)
+    distwatch.watch_kvstore(kv)  # a lost parameter-server node ends this process
     train_split, val_split = open_splits(config)
     class_names = train_split.class_names
     width = label_width(train_split.source, val_split.source)

@@ -3,9 +3,11 @@ import csv
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
+import time
 
 import mxnet as mx
 import numpy as np
@@ -203,3 +205,60 @@ def test_dist_sync_on_loopback(data_root, tmp_path):
     second = mx.nd.load(str(tmp_path / 'worker1' / 'ssd-0001.params'))
     weights = [k for k in first if k.startswith('arg:')]  # BatchNorm statistics stay per worker
     assert weights and all(np.allclose(first[k].asnumpy(), second[k].asnumpy(), atol=1e-5) for k in weights)
+
+
+def test_dist_sync_lost_worker_ends_every_survivor(data_root, tmp_path):
+    """Three workers, one killed mid-run: the scheduler reports the lost worker and exits 1, then
+    the server and one worker report the lost scheduler and exit 1; the last worker, blocked in
+    the parameter server, stops on Ctrl-C (exit 130) before its own watch would end it."""
+    env = dict(os.environ, DMLC_PS_ROOT_URI='127.0.0.1', DMLC_PS_ROOT_PORT=str(free_port()),
+               DMLC_NUM_SERVER='1', DMLC_NUM_WORKER='3', PS_VERBOSE='0', OMP_NUM_THREADS='1',
+               MULTIBOX_DIST_TIMEOUT='24')  # nodes lost after 12 s of silence
+    command = [sys.executable, os.path.join(ROOT, 'train.py'), '--data-root', data_root, '--kv-store',
+               'dist_sync', '--end-epoch', '1000', '--val-interval', '0'] + TINY
+    names = ['scheduler', 'server', 'worker0', 'worker1', 'worker2']
+    processes, outputs = {}, {}
+    for name in names:
+        role = name.rstrip('012')
+        prefix = ['--prefix', str(tmp_path / name / 'ssd')] if role == 'worker' else []
+        outputs[name] = open(tmp_path / f'{name}.out', 'w+')
+        processes[name] = subprocess.Popen(command + prefix, env=dict(env, DMLC_ROLE=role), cwd=ROOT,
+                                           stdout=outputs[name], stderr=subprocess.STDOUT)
+    try:
+        logs = [tmp_path / f'worker{k}' / 'ssd-train.log' for k in range(3)]
+        for _ in range(240):  # all workers train (epoch 2 logged), or give up after ~2 minutes
+            if all(log.is_file() and 'epoch 2:' in log.read_text() for log in logs):
+                break
+            time.sleep(0.5)
+        assert all('epoch 2:' in log.read_text() for log in logs), 'the run did not start'
+        processes['worker2'].kill()
+        # worker 0 ends its step (and maybe an epoch's checkpoint), then waits for worker 2; its
+        # Ctrl-C grace (10 s) ends well before its watch would notice the scheduler gone (~26 s)
+        with pytest.raises(subprocess.TimeoutExpired):
+            processes['worker0'].wait(timeout=8)
+        processes['worker0'].send_signal(signal.SIGINT)
+        codes = {name: processes[name].wait(timeout=60) for name in names[:-1]}
+    finally:
+        for process in processes.values():
+            process.kill()
+    text = {}
+    for name, output in outputs.items():
+        output.seek(0)
+        text[name] = output.read()
+    assert codes == {'scheduler': 1, 'server': 1, 'worker0': 130, 'worker1': 1}, text
+    assert 'scheduler: lost 1 worker node(s) of the parameter server, no heartbeat for 12 s' in text['scheduler']
+    for name in ('server', 'worker1'):
+        assert 'lost the scheduler of the parameter server' in text[name], text[name]
+    assert 'worker: interrupted' in text['worker0']
+    assert all('Traceback' not in text[name] for name in names[:-1])
+
+
+@pytest.mark.parametrize('value', ['soon', '-1', 'nan', 'inf'])
+def test_bad_dist_timeout_is_refused_by_name(value):
+    env = dict(os.environ, DMLC_ROLE='worker', MULTIBOX_DIST_TIMEOUT=value)
+    result = subprocess.run([sys.executable, os.path.join(ROOT, 'train.py'), '--help'], env=env, cwd=ROOT,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert f"MULTIBOX_DIST_TIMEOUT must be a number of seconds >= 0 (0: wait forever), got '{value}'" \
+        in result.stderr
+    assert 'Traceback' not in result.stderr

@@ -5,10 +5,10 @@ the DataLoader workers, forward, backward, optimizer update, and reading the los
 sides read the same synthetic VOC-layout images (``ssd.synthetic``, 4 classes) with the same
 batch size and number of worker processes:
 
-- ours: exactly train.py (``train.make_loader``: ``DetectionDataset`` + ``EpochSampler`` in a
-  process-pool DataLoader; ``train.build_module``: the vgg16_reduced 300 training Module with
-  MultiBoxTarget in the graph, SGD; per batch ``forward_backward``, ``train.batch_losses``,
-  ``update``);
+- ours: exactly train.py's engine, ``ssd.training`` (``make_loader``: ``DetectionDataset`` +
+  ``EpochSampler`` in a process-pool DataLoader; ``build_module``: the vgg16_reduced 300 training
+  Module with MultiBoxTarget in the graph, SGD; an epoch is ``run_epoch``: per batch
+  ``forward_backward``, ``batch_losses``, ``update``);
 - GluonCV: its scripts/detection/ssd/train_ssd.py loop (``VOCDetection`` over the same folder,
   ``SSDDefaultTrainTransform`` computing the targets in the workers from the anchors of a
   train-mode forward, ``Tuple(Stack(), Stack(), Stack())``, ``ssd_300_vgg16_atrous_custom``
@@ -25,9 +25,9 @@ GluonCV the target generation) per image, plus the time the loop sat waiting for
     python benchmarks/bench_pipeline.py          # --batch-size 8 --num-workers 2 --iterations 2 --rounds 3
 """
 import argparse
+import multiprocessing
 import os
 import statistics
-import sys
 import tempfile
 import time
 
@@ -39,12 +39,9 @@ from gluoncv.data.transforms.presets.ssd import SSDDefaultTrainTransform
 from gluoncv.loss import SSDMultiBoxLoss
 from gluoncv.model_zoo import get_model
 
-# train.py is a script at the repository root, not part of an installed package
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import train  # noqa: E402
-from ssd import synthetic  # noqa: E402
-from ssd.dataset import label_width  # noqa: E402
-from ssd.inference import contexts  # noqa: E402
+from ssd import synthetic, training
+from ssd.dataset import label_width
+from ssd.inference import contexts
 
 SHAPE = 300
 
@@ -80,25 +77,23 @@ def _has_objects(root, name):
 
 
 def ours(root, args):
-    """train.py's training loader and Module; returns ``(loader, step)``."""
-    options = train.parse_args(['--dataset', 'synthetic', '--data-root', root, '--network', 'vgg16_reduced',
-                                '--data-shape', str(SHAPE), '--batch-size', str(args.batch_size),
-                                '--num-workers', str(args.num_workers), '--seed', str(args.seed),
-                                '--max-expand', '4'])  # GluonCV's zoom-out, as on the other side
+    """train.py's training loader and Module; returns ``(loader, its workers, epoch)``, where
+    ``epoch(batches)`` is the engine's ``run_epoch`` over ``batches``."""
+    config = training.TrainConfig(dataset='synthetic', data_root=root, network='vgg16_reduced', data_shape=SHAPE,
+                                  batch_size=args.batch_size, num_workers=args.num_workers, seed=args.seed,
+                                  optimizer='sgd', max_expand=4)  # GluonCV's optimizer and zoom-out
     mx.random.seed(args.seed)
-    train_split, val_split = train.open_splits(options)
+    train_split, val_split = training.open_splits(config)
     width = label_width(train_split.source, val_split.source)
-    kv = mx.kv.create(options.kv_store)
-    loader = train.make_loader(train_split.source, options, width, train=True, kv=kv)
-    module = train.build_module(options, len(train_split.class_names), width, contexts('', 1), kv, 0, len(loader))
+    kv = mx.kv.create(config.kv_store)
+    loader, workers = with_new_workers(lambda: training.make_loader(train_split.source, config, width, True, kv))
+    ctx = contexts(config.gpus, config.num_cpu_contexts)
+    optimizer = training.make_optimizer(config, 0, len(loader), len(ctx))
+    module = training.build_module(config, len(train_split.class_names), width, ctx, kv, optimizer)
 
-    def step(batch):  # the body of train.run_epoch, without its logging
-        data, label, meta = batch
-        module.forward_backward(mx.io.DataBatch(data=[data], label=[label]))
-        train.batch_losses(module.get_outputs())
-        module.update()
-        meta[:, 3].asnumpy()  # train.py collects the indices of unreadable images
-    return loader, step
+    def epoch(batches):
+        training.run_epoch(module, optimizer, batches, 0, config, train_split.source)
+    return loader, workers, epoch
 
 
 class SyntheticVOC(VOCDetection):
@@ -106,15 +101,15 @@ class SyntheticVOC(VOCDetection):
 
 
 def gluoncv(root, args):
-    """GluonCV train_ssd.py's network, training loader and loop body; returns ``(loader, step)``."""
+    """GluonCV train_ssd.py's network, training loader and loop; returns ``(loader, its workers, epoch)``."""
     net = get_model('ssd_300_vgg16_atrous_custom', classes=synthetic.CLASSES, pretrained_base=False)
     net.initialize()
     with autograd.train_mode():  # fixed anchors for the target generation in the workers
         _, _, anchors = net(mx.nd.zeros((1, 3, SHAPE, SHAPE)))
     dataset = SyntheticVOC(root, splits=((2007, 'trainval'),))
-    loader = gluon.data.DataLoader(dataset.transform(SSDDefaultTrainTransform(SHAPE, SHAPE, anchors)),
-                                   args.batch_size, True, batchify_fn=Tuple(Stack(), Stack(), Stack()),
-                                   last_batch='rollover', num_workers=args.num_workers)
+    loader, workers = with_new_workers(lambda: gluon.data.DataLoader(
+        dataset.transform(SSDDefaultTrainTransform(SHAPE, SHAPE, anchors)), args.batch_size, True,
+        batchify_fn=Tuple(Stack(), Stack(), Stack()), last_batch='rollover', num_workers=args.num_workers))
     net.hybridize(static_alloc=True, static_shape=True)
     trainer = gluon.Trainer(net.collect_params(), 'sgd', {'learning_rate': 0.001, 'wd': 5e-4, 'momentum': 0.9})
     loss = SSDMultiBoxLoss()
@@ -129,34 +124,57 @@ def gluoncv(root, args):
         trainer.step(1)
         ce_metric.update(0, [value * data.shape[0] for value in cls_loss])
         smoothl1_metric.update(0, [value * data.shape[0] for value in box_loss])
-    return loader, step
+
+    def epoch(batches):
+        for batch in batches:
+            step(batch)
+    return loader, workers, epoch
 
 
-def worker_cpu_seconds(loader):
-    """User + system CPU seconds used so far by the loader's worker processes (Linux /proc)."""
+def with_new_workers(make_loader):
+    """``(make_loader(), its worker processes)``: the child processes that appeared meanwhile
+    (a process-pool DataLoader starts its workers when it is made, and keeps them)."""
+    before = set(multiprocessing.active_children())
+    loader = make_loader()
+    return loader, [p for p in multiprocessing.active_children() if p not in before]
+
+
+def cpu_seconds(processes):
+    """User + system CPU seconds used so far by ``processes`` (Linux /proc)."""
     ticks = 0
-    for process in loader._worker_pool._pool:
+    for process in processes:
         with open(f'/proc/{process.pid}/stat') as f:
             fields = f.read().rsplit(')', 1)[1].split()
         ticks += int(fields[11]) + int(fields[12])  # utime, stime
     return ticks / os.sysconf('SC_CLK_TCK')
 
 
-def run_epoch(loader, step):
+class Timed:
+    """Iterates over ``loader``, counting the images and the seconds spent waiting for batches."""
+
+    def __init__(self, loader):
+        self.loader, self.images, self.waiting = loader, 0, 0.0
+
+    def __iter__(self):
+        batches = iter(self.loader)
+        while True:
+            asked = time.perf_counter()
+            batch = next(batches, None)
+            self.waiting += time.perf_counter() - asked
+            if batch is None:
+                return
+            self.images += batch[0].shape[0]
+            yield batch
+
+
+def run_epoch(loader, workers, epoch):
     """One epoch; returns images, wall seconds, seconds waiting for batches, main and worker CPU seconds."""
-    cpu, workers, start = time.process_time(), worker_cpu_seconds(loader), time.perf_counter()
-    images, waiting, batches = 0, 0.0, iter(loader)
-    while True:
-        asked = time.perf_counter()
-        batch = next(batches, None)
-        waiting += time.perf_counter() - asked
-        if batch is None:
-            break
-        step(batch)
-        images += batch[0].shape[0]
+    cpu, worker_cpu, start = time.process_time(), cpu_seconds(workers), time.perf_counter()
+    batches = Timed(loader)
+    epoch(batches)
     mx.nd.waitall()  # the last update belongs to this round
-    return (images, time.perf_counter() - start, waiting, time.process_time() - cpu,
-            worker_cpu_seconds(loader) - workers)
+    return (batches.images, time.perf_counter() - start, batches.waiting, time.process_time() - cpu,
+            cpu_seconds(workers) - worker_cpu)
 
 
 def measure(sides, rounds):

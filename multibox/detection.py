@@ -22,7 +22,7 @@ from .classes import background_and_foreground_max
 from .nms import greedy_nms_keep
 from .ordering import compacted_sources, descending_key, gather_columns, gather_rows
 from .params import as_bool, as_int, dmlc_float, float_tuple
-from .validate import CheckedBlock, check_anchors, check_array
+from .validate import CheckedBlock, accepts_numpy, check_anchors, check_array
 
 __all__ = ['MultiBoxDetection']
 
@@ -52,7 +52,7 @@ class MultiBoxDetection(CheckedBlock):
     Output
     ------
     (B, N, 6) float32 ``[class_id, score, xmin, ymin, xmax, ymax]``, -1 rows as the native op.
-    No gradient flows to the inputs.
+    No gradient flows to the inputs. ``mx.np`` inputs (numpy mode) give ``mx.np`` outputs.
     """
 
     def __init__(self, clip=True, threshold=0.01, background_id=0, nms_threshold=0.5,
@@ -82,6 +82,7 @@ class MultiBoxDetection(CheckedBlock):
             raise ValueError(f"{name}: loc_pred batch {loc_pred.shape[0]} differs from cls_prob"
                              f" batch {cls_prob.shape[0]}")
 
+    @accepts_numpy
     def hybrid_forward(self, F, cls_prob, loc_pred, anchor):
         # Nothing here is differentiable. Cutting the gradient where the inputs are first used
         # keeps autograd from running the backward of the ordering operators at all.

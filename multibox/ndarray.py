@@ -9,6 +9,6 @@ from .target import MultiBoxTarget as _Target
 
 __all__ = ['MultiBoxPrior', 'MultiBoxTarget', 'MultiBoxDetection']
 
-MultiBoxPrior = make_function(_Prior, ['data'], symbolic=False)
-MultiBoxTarget = make_function(_Target, ['anchor', 'label', 'cls_pred'], symbolic=False)
-MultiBoxDetection = make_function(_Detection, ['cls_prob', 'loc_pred', 'anchor'], symbolic=False)
+MultiBoxPrior = make_function(_Prior, ['data'], 'ndarray')
+MultiBoxTarget = make_function(_Target, ['anchor', 'label', 'cls_pred'], 'ndarray')
+MultiBoxDetection = make_function(_Detection, ['cls_prob', 'loc_pred', 'anchor'], 'ndarray')

@@ -13,11 +13,12 @@ PR #7083). Every value is computed in the native op's float32 operation order
 Deliberate difference: the native op silently accepts non-positive sizes or ratios (inverted,
 infinite or NaN boxes); this block refuses them with a ValueError.
 """
+import mxnet as mx
 import numpy as np
 from mxnet import nd
 
 from .params import as_bool, float_tuple
-from .validate import CheckedBlock, check_array
+from .validate import CheckedBlock, accepts_numpy, check_array
 
 __all__ = ['MultiBoxPrior']
 
@@ -45,6 +46,7 @@ class MultiBoxPrior(CheckedBlock):
     and 3 are used, never the values).
     Output: ``(1, H * W * num_anchors, 4)`` float32 corner boxes ``[xmin, ymin, xmax, ymax]``,
     normalized; row ``(y * W + x) * num_anchors + k``. No gradient flows to ``data``.
+    ``mx.np`` inputs (numpy mode) give ``mx.np`` outputs.
     """
 
     def __init__(self, sizes=(1.0,), ratios=(1.0,), clip=False, steps=(-1.0, -1.0),
@@ -78,7 +80,8 @@ class MultiBoxPrior(CheckedBlock):
         if not isinstance(data, nd.NDArray):
             return super().forward(data)
         shape = data.shape
-        key = (shape[2:4], data.context) if len(shape) >= 4 else None
+        numpy = isinstance(data, mx.np.ndarray)  # anchors come back as the input's array type
+        key = (shape[2:4], data.context, numpy) if len(shape) >= 4 else None
         cached = self._anchor_cache.get(key)
         if cached is None or data.dtype != np.float32:
             self.check_inputs(data)  # raises for unusable inputs
@@ -86,7 +89,8 @@ class MultiBoxPrior(CheckedBlock):
                 self._anchor_cache.clear()
             # a copy: a static_alloc graph reuses its output buffer on the next call
             cached = self._anchor_cache[key] = super().forward(data).copy()
-        return nd.identity(cached)  # a new array: callers may modify their anchors in place
+        # a new array: callers may modify their anchors in place
+        return mx.np.copy(cached) if numpy else nd.identity(cached)
 
     def hybridize(self, active=True, **kwargs):
         self._anchor_cache.clear()  # the next call builds (and so can export) the graph
@@ -97,6 +101,7 @@ class MultiBoxPrior(CheckedBlock):
         if data.shape[2] == 0 or data.shape[3] == 0:
             raise ValueError(f"MultiBoxPrior: data must have a non-empty feature map, got shape {data.shape}")
 
+    @accepts_numpy
     def hybrid_forward(self, F, data):
         extent = F.cast(F.slice_axis(F.shape_array(data), axis=0, begin=2, end=4), 'float32')  # [H, W]
         height = F.slice_axis(extent, axis=0, begin=0, end=1)  # (1,)

@@ -10,6 +10,6 @@ from .target import MultiBoxTarget as _Target
 
 __all__ = ['MultiBoxPrior', 'MultiBoxTarget', 'MultiBoxDetection']
 
-MultiBoxPrior = make_function(_Prior, ['data'], symbolic=True)
-MultiBoxTarget = make_function(_Target, ['anchor', 'label', 'cls_pred'], symbolic=True)
-MultiBoxDetection = make_function(_Detection, ['cls_prob', 'loc_pred', 'anchor'], symbolic=True)
+MultiBoxPrior = make_function(_Prior, ['data'], 'symbol')
+MultiBoxTarget = make_function(_Target, ['anchor', 'label', 'cls_pred'], 'symbol')
+MultiBoxDetection = make_function(_Detection, ['cls_prob', 'loc_pred', 'anchor'], 'symbol')

@@ -6,7 +6,11 @@ and box offsets (:func:`multibox.coder.encode`).
 
 Errors. The native CPU op fails (CHECK) on: a first padding row (class -1) whose coordinates are
 not all -1; mining (``negative_mining_ratio > 0``) with ``negative_mining_thresh <= 0`` in an
-image with a ground truth; fewer mining candidates than negatives to pick. The graph computes a
+image with a ground truth; fewer mining candidates than negatives to pick. Ours also refuses
+mining that would have to rank a NaN background probability (a candidate anchor whose
+``cls_pred`` column holds a NaN or ``+inf``, or only ``-inf``): the native op then sorts NaN keys
+with ``std::sort``, whose order is unspecified, so no result can be called right (docs/ops-
+semantics.md §5). A ``-inf`` logit beside finite ones is ranked normally. The graph computes a
 per-image error code and gates its outputs through ``take(..., mode='raise')`` with an
 out-of-range index when a code is set, so hybridized, symbolic and exported graphs fail too
 (``MXNetError: take operator contains indices out of bound``). Called on NDArrays, the block
@@ -35,11 +39,11 @@ from mxnet.base import MXNetError
 from . import matcher, mining
 from .coder import encode
 from .params import as_int, dmlc_float, float_tuple
-from .validate import CheckedBlock, check_anchors, check_array
+from .validate import CheckedBlock, accepts_numpy, as_legacy, check_anchors, check_array
 
 __all__ = ['MultiBoxTarget']
 
-_NO_ERROR, _BAD_PADDING, _BAD_MINING_THRESH, _SHORTAGE = 0, 1, 2, 3
+_NO_ERROR, _BAD_PADDING, _BAD_MINING_THRESH, _SHORTAGE, _UNRANKABLE = 0, 1, 2, 3, 4
 
 
 def _input_order(F, anchor, label, cls_pred):
@@ -84,6 +88,7 @@ class MultiBoxTarget(CheckedBlock):
     Outputs: ``loc_target (B, N*4)`` anchor-major offsets (0 unless positive), ``loc_mask
     (B, N*4)`` 1 for positives, ``cls_target (B, N)``: ``class + 1`` for positives, 0 for
     negatives, ``ignore_label`` otherwise (every anchor of an image without valid gts).
+    ``mx.np`` inputs (numpy mode) give ``mx.np`` outputs.
     """
 
     def __init__(self, overlap_threshold=0.5, ignore_label=-1.0, negative_mining_ratio=-1.0,
@@ -124,6 +129,7 @@ class MultiBoxTarget(CheckedBlock):
             raise self._diagnose(anchor, label, cls_pred) from err
         return outputs
 
+    @accepts_numpy
     def hybrid_forward(self, F, anchor, label, cls_pred):
         # blocking the inputs too keeps backward passes away from the operators in between;
         # cls_pred is blocked where it is transposed (mining), which needs no copy
@@ -186,8 +192,12 @@ class MultiBoxTarget(CheckedBlock):
         negative, shortage = mining.hard_negatives(F, prob, candidate, num_neg)
         failure = _BAD_MINING_THRESH if self._mining_thresh <= 0 else _SHORTAGE
         failed = has_gt if self._mining_thresh <= 0 else has_gt * shortage
-        report = {'code': failed * failure, 'num_neg': num_neg,
-                  'candidates': mining.count(F, candidate)}
+        # NaN keys (prob != prob) would be ranked by the native sort in an unspecified order;
+        # the native CHECKs above come first
+        unrankable = candidate * (prob != prob)
+        refused = (1 - failed) * has_gt * (num_neg > 0) * (mining.count(F, unrankable) > 0)
+        report = {'code': failed * failure + refused * _UNRANKABLE, 'num_neg': num_neg,
+                  'candidates': mining.count(F, candidate), 'unrankable': unrankable}
         return negative, report
 
     def _assign(self, F, anchor, label, positive, negative, gt_index, has_gt):
@@ -221,7 +231,7 @@ class MultiBoxTarget(CheckedBlock):
     def _diagnose(self, anchor, label, cls_pred):
         """The ValueError for a failed NDArray call, from imperatively recomputed error codes."""
         with autograd.pause():
-            report = self._decide(nd, anchor, label, cls_pred)[1]
+            report = self._decide(nd, *(as_legacy(x) for x in (anchor, label, cls_pred)))[1]
         codes = report['code'].asnumpy()
         failing = np.flatnonzero(codes)
         if failing.size == 0:
@@ -237,6 +247,13 @@ class MultiBoxTarget(CheckedBlock):
                 f"MultiBoxTarget: negative_mining_thresh={self._mining_thresh} must be > 0 when "
                 f"negative_mining_ratio={self._mining_ratio} > 0 and an image has ground truths "
                 f"(image {image}; native CHECK negative_mining_thresh > 0)")
+        if code == _UNRANKABLE:
+            anchor_index = int(np.flatnonzero(report['unrankable'].asnumpy()[image])[0])
+            return ValueError(
+                f"MultiBoxTarget: cls_pred of image {image} is NaN or infinite at anchor "
+                f"{anchor_index}, a hard negative mining candidate: its background probability "
+                f"is NaN and cannot be ranked (the native op's result is then unspecified); "
+                f"mining needs finite logits (a -inf beside finite ones is allowed)")
         wanted = int(report['num_neg'].asnumpy()[image])
         found = int(report['candidates'].asnumpy()[image])
         return ValueError(

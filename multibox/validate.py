@@ -4,10 +4,16 @@
 concrete NDArray inputs in ``forward`` instead: shapes and dtypes are metadata there and reading
 them costs no device synchronisation. Symbol inputs are checked by MXNet's shape inference.
 """
+import functools
+
+import mxnet as mx
 import numpy as np
 from mxnet import gluon, nd
 
-__all__ = ['CheckedBlock', 'check_array', 'check_anchors']
+__all__ = ['CheckedBlock', 'check_array', 'check_anchors', 'accepts_numpy', 'as_legacy']
+
+# numpy-mode arrays and Symbols (MXNet 1.9.1 gives the numpy Symbol class no public name)
+_NUMPY_TYPES = (mx.np.ndarray, mx.sym.np._Symbol)
 
 
 def check_array(block_name, arg_name, array, ndim=None, min_ndim=None):
@@ -35,8 +41,35 @@ def check_anchors(block_name, anchor):
     return anchor.shape[1]
 
 
+def as_legacy(x):
+    """A legacy NDArray/Symbol view of ``x`` (an ``mx.np`` array or numpy Symbol): no copy."""
+    return x.as_nd_ndarray() if isinstance(x, _NUMPY_TYPES) else x
+
+
+def accepts_numpy(hybrid_forward):
+    """Decorate a ``hybrid_forward`` made of legacy operators so that it also takes ``mx.np``.
+
+    MXNet's legacy operators refuse ``mx.np`` arrays and numpy Symbols (numpy mode,
+    ``npx.set_np()``), so those inputs are viewed as legacy arrays for the graph and the
+    outputs viewed back as ``mx.np`` (both views share the data). Covers the imperative call,
+    a hybridized block and a parent numpy-mode HybridBlock tracing this one.
+    """
+    @functools.wraps(hybrid_forward)
+    def wrapper(self, F, *inputs):
+        if not any(isinstance(x, _NUMPY_TYPES) for x in inputs):
+            return hybrid_forward(self, F, *inputs)
+        outputs = hybrid_forward(self, F, *[as_legacy(x) for x in inputs])
+        if isinstance(outputs, (list, tuple)):
+            return type(outputs)(out.as_np_ndarray() for out in outputs)
+        return outputs.as_np_ndarray()
+    return wrapper
+
+
 class CheckedBlock(gluon.HybridBlock):
-    """HybridBlock that validates NDArray inputs with ``check_inputs`` before running."""
+    """HybridBlock that validates NDArray inputs with ``check_inputs`` before running.
+
+    ``mx.np`` arrays count as NDArrays (they are a subclass); see :func:`accepts_numpy`.
+    """
 
     def check_inputs(self, *arrays):
         """Override: raise a clear error for unusable inputs (shapes, dtypes)."""

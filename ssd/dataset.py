@@ -130,7 +130,7 @@ class DetectionDataset(gluon.data.Dataset):
         worker's spinning threads compete with the training step for the same cores.
         """
         if not self._single_threaded and os.getpid() != self._owner_pid:
-            _LIB.MXSetNumOMPThreads(ctypes.c_int(1))
+            _set_omp_threads(1)
             self._single_threaded = True
 
     def _transform(self, image, label):
@@ -178,3 +178,13 @@ class EpochSampler(gluon.data.Sampler):
 
     def __len__(self):
         return len(range(self.part_index, self.length, self.num_parts))
+
+
+def _set_omp_threads(count):
+    """Run this process's MXNet operators on ``count`` OpenMP threads from now on.
+
+    MXNet 1.9.1 has no Python function for it, and ``OMP_NUM_THREADS`` is read when the OpenMP
+    runtime loads, long before a DataLoader forks its workers: this calls the C API's
+    MXSetNumOMPThreads.
+    """
+    _LIB.MXSetNumOMPThreads(ctypes.c_int(count))

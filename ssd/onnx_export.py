@@ -97,7 +97,6 @@ def to_onnx_model(symbol, params, input_shapes, opset=13, output_name=None, dyna
     nms : how ``box_nms`` is converted, one of ``NMS_MODES``.
     """
     onnx = _onnx()
-    from mxnet.onnx.mx2onnx._export_onnx import MXNetGraph
     if opset not in OPSETS:
         raise ValueError(f"opset must be in {OPSETS.start}..{OPSETS.stop - 1}, got {opset}")
     if nms not in NMS_MODES:
@@ -109,7 +108,7 @@ def to_onnx_model(symbol, params, input_shapes, opset=13, output_name=None, dyna
     with _converters(symbol, input_shapes, opset, nms) as registry, \
             contextlib.redirect_stdout(io.StringIO()):
         _check_supported(symbol, registry, opset)
-        graph = MXNetGraph().create_onnx_graph_proto(
+        graph = _mx2onnx_graph()().create_onnx_graph_proto(
             symbol, params, shapes, [onnx.TensorProto.FLOAT] * len(shapes),
             opset_version=opset, dynamic=dynamic_batch,
             dynamic_input_shapes=[('batch',) + s[1:] for s in shapes] if dynamic_batch else None)
@@ -160,8 +159,8 @@ def _converters(symbol, input_shapes, opset, nms='standard'):
     input's, wrong for ``where``, whose condition comes first: later float64 constants of
     the ordering helpers would be built as float32).
     """
-    from mxnet.onnx.mx2onnx._export_onnx import MXNetGraph
     from .onnx_converters import CONVERTERS, NMS_CONVERTERS, REPLACED
+    MXNetGraph = _mx2onnx_graph()
     saved = MXNetGraph.registry_
     resolved = {}
     for version in sorted(v for v in saved if v <= opset):
@@ -176,6 +175,17 @@ def _converters(symbol, input_shapes, opset, nms='standard'):
         yield resolved
     finally:
         MXNetGraph.registry_ = saved
+
+
+def _mx2onnx_graph():
+    """mx2onnx's converter class ``MXNetGraph`` (MXNet 1.9.1, a private module).
+
+    Its class attribute ``registry_`` ({opset: {op: converter}}) is the converter table, and
+    ``create_onnx_graph_proto`` returns the graph without writing a file. The public
+    ``mx.onnx.export_model`` does neither: it writes a file with the registered converters.
+    """
+    from mxnet.onnx.mx2onnx._export_onnx import MXNetGraph
+    return MXNetGraph
 
 
 def _node_dtypes(symbol, input_shapes):

@@ -44,10 +44,9 @@ def gluoncv_ssd_params(net, data_shape):
     """
     config = get_config('vgg16_reduced', data_shape)
     pairs = _vgg_extractor_pairs(net.features, config)
-    heads = feature_names(config)
-    for k, name in enumerate(heads):
-        pairs += _conv_pairs(net.class_predictors[k].predictor, f"{name}_cls_pred_conv")
-        pairs += _conv_pairs(net.box_predictors[k].predictor, f"{name}_loc_pred_conv")
+    for name, (cls_conv, box_conv, _) in zip(feature_names(config), _ssd_heads(net)):
+        pairs += _conv_pairs(cls_conv, f"{name}_cls_pred_conv")
+        pairs += _conv_pairs(box_conv, f"{name}_loc_pred_conv")
     return {name: param.data().copy() for name, param in pairs}, {}
 
 
@@ -58,8 +57,8 @@ def gluoncv_overrides(net, data_shape):
     second ``sqrt(s_k * s_k+1)``; the step is the distance between neighbouring centres.
     """
     sizes, steps = [], []
-    for generator in net.anchor_generators:
-        anchors = generator.anchors.data().asnumpy()  # (1, 1, H, W, A*4) cx, cy, w, h in pixels
+    for _, _, anchor_constant in _ssd_heads(net):
+        anchors = anchor_constant.data().asnumpy()  # (1, 1, H, W, A*4) cx, cy, w, h in pixels
         first = anchors[0, 0, 0, 0].reshape(-1, 4)
         sizes.append((float(first[0, 2]) / data_shape, float(first[1, 2]) / data_shape))
         steps.append(float(anchors[0, 0, 0, 1, 0] - anchors[0, 0, 0, 0, 0]))
@@ -95,8 +94,23 @@ def load_backbone_params(network, path):
     return args, aux
 
 
+def _ssd_heads(net):
+    """Per output layer of GluonCV SSD ``net``: class predictor and box predictor ``Conv2D``, and
+    the anchor constant (1, 1, H, W, A*4) of its ``SSDAnchorGenerator``.
+
+    GluonCV documents no API for an SSD's parts; these are the attributes of GluonCV 0.10.5's
+    ``SSD`` (``class_predictors``/``box_predictors`` of ``ConvPredictor``, ``anchor_generators``).
+    """
+    return [(cls.predictor, box.predictor, generator.anchors) for cls, box, generator
+            in zip(net.class_predictors, net.box_predictors, net.anchor_generators)]
+
+
 def _vgg_extractor_pairs(features, config):
-    """(our name, GluonCV parameter) of a ``VGGAtrousExtractor``: body, relu4_3 scale, extras."""
+    """(our name, GluonCV parameter) of a ``VGGAtrousExtractor``: body, relu4_3 scale, extras.
+
+    Read from GluonCV 0.10.5's attributes (``stages``, ``norm4.scale``, ``extras``): GluonCV
+    documents no API for the extractor's layers.
+    """
     convs = [b for stage in features.stages for b in stage if isinstance(b, mx.gluon.nn.Conv2D)]
     if len(convs) != len(VGG16_CONV_NAMES):
         raise ValueError(f"expected a VGG16 atrous body with {len(VGG16_CONV_NAMES)} "

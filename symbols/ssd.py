@@ -14,20 +14,25 @@ Inputs: ``data`` (B, 3, H, W) mean-subtracted RGB pixels; ``label`` (B, M, 5+) r
 import mxnet as mx
 
 import multibox.symbol as _multibox
+from multibox import matcher, mining
 
 from .presets import get_config
 
 __all__ = ['get_symbol_train', 'get_symbol', 'training_graph', 'inference_graph',
-           'feature_names', 'layer_anchors', 'VARIANCES', 'NMS_THRESH', 'NMS_TOPK']
+           'feature_names', 'layer_anchors', 'VARIANCES', 'EMPTY_IMAGE_NEGATIVES', 'NMS_THRESH', 'NMS_TOPK']
 
 VARIANCES = (0.1, 0.1, 0.2, 0.2)
+# hard negatives of an image without objects: about what an image with objects mines (200
+# generated synthetic images, mobilenet0.25 at 256: 10.8 positives x ratio 3 = 32.4 negatives)
+EMPTY_IMAGE_NEGATIVES = 32
+_IGNORE = -1
 # The detection defaults of every graph and script (mxnet-ssd's and Caffe SSD's): class-wise NMS at
 # IoU 0.45 over the 400 best-scoring boxes. ssd.options gives them to the scripts' --nms/--nms-topk.
 NMS_THRESH, NMS_TOPK = 0.45, 400
 
 
 def get_symbol_train(network, num_classes, data_shape, nms_thresh=NMS_THRESH, force_suppress=False,
-                     nms_topk=NMS_TOPK, minimum_negative_samples=0, **overrides):
+                     nms_topk=NMS_TOPK, minimum_negative_samples=EMPTY_IMAGE_NEGATIVES, **overrides):
     """Training Symbol of a named SSD network (mxnet-ssd's ``get_symbol_train``).
 
     ``num_classes`` counts object classes, background excluded. ``overrides`` replace preset
@@ -35,7 +40,9 @@ def get_symbol_train(network, num_classes, data_shape, nms_thresh=NMS_THRESH, fo
     Symbol groups four outputs: ``cls_prob`` (B, C+1, N) (SoftmaxOutput loss on the class
     targets, ignore -1, "valid" normalisation), ``loc_loss`` (B, 4N) (smooth-L1 on the masked
     box offsets), and two gradient-free monitoring outputs: ``cls_label`` (B, N) and the
-    detections ``det_out`` (B, N, 6).
+    detections ``det_out`` (B, N, 6) (mxnet-ssd validates with them; ``ssd.training`` trains the
+    first three only). ``minimum_negative_samples``: hard negatives taken from each image without
+    objects (see ``training_graph``).
     """
     config = get_config(network, data_shape, **overrides)
     return training_graph(config, num_classes, data_shape, nms_thresh=nms_thresh,
@@ -53,26 +60,46 @@ def get_symbol(network, num_classes, data_shape, nms_thresh=NMS_THRESH, force_su
 
 
 def training_graph(config, num_classes, data_shape, nms_thresh=NMS_THRESH, force_suppress=False,
-                   nms_topk=NMS_TOPK, minimum_negative_samples=0, ops=_multibox):
+                   nms_topk=NMS_TOPK, minimum_negative_samples=EMPTY_IMAGE_NEGATIVES, ops=_multibox):
     """Training Symbol of ``config`` (see ``get_symbol_train``).
 
     ``ops`` is the namespace of the three MultiBox functions, ``multibox.symbol`` by default;
     the parity test and the benchmark pass ``mx.sym.contrib`` to build the identical graph on
     the native operators.
 
+    Targets are ``MultiBoxTarget``'s (ratio 3 mining, native CPU semantics), with two changes
+    made around the op, which itself stays native:
+
+    * Images without objects: the op ignores every anchor of such an image, so it would add
+      nothing to the loss. Here its ``minimum_negative_samples`` hardest anchors (lowest
+      background probability, ties to the lowest index; every anchor is a candidate, its IoU
+      being 0) get class target 0 and the rest stay ignored, as GluonCV's ``SSDMultiBoxLoss``
+      does with ``min_hard_negatives`` on the all-negative targets of its target generator
+      (the native GPU op, unlike CPU, also uses ``minimum_negative_samples``). A count, not
+      all anchors: the "valid" normalisation would otherwise let one empty image (thousands of
+      anchors) outweigh the labelled anchors of the images with objects (about 43 each on the
+      synthetic set). ``0``: ignored, as natively. Images with objects keep the op's targets
+      exactly; only the normalisation's count of labelled anchors grows.
+    * The op reads ``cls_pred`` with non-finite logits replaced by 0: it refuses to mine on NaN
+      probabilities, and a diverged network must give a NaN loss, not a graph error.
+
     Every input of ``MultiBoxTarget`` and ``MultiBoxDetection`` and every target output is
     wrapped in ``BlockGrad``: no gradient flows through target generation or decoding.
     """
     loc_preds, cls_preds, anchors = _multibox_layers(config, num_classes, data_shape, ops)
+    label = mx.sym.var('label')
+    logits = mx.sym.BlockGrad(cls_preds)
+    logits = mx.sym.where(logits - logits == 0, logits, mx.sym.zeros_like(logits))  # finite
     target = ops.MultiBoxTarget(
-        mx.sym.BlockGrad(anchors), mx.sym.var('label'), mx.sym.BlockGrad(cls_preds),
-        overlap_threshold=0.5, ignore_label=-1, negative_mining_ratio=3,
+        mx.sym.BlockGrad(anchors), label, logits,
+        overlap_threshold=0.5, ignore_label=_IGNORE, negative_mining_ratio=3,
         negative_mining_thresh=0.5, minimum_negative_samples=minimum_negative_samples,
         variances=VARIANCES, name='multibox_target')
+    cls_target = _empty_image_negatives(target[2], logits, label, minimum_negative_samples)
     loc_target, loc_mask, cls_target = (
-        mx.sym.BlockGrad(target[i], name=f"multibox_target_{n}_blocked")
-        for i, n in enumerate(('loc', 'mask', 'cls')))
-    cls_prob = mx.sym.SoftmaxOutput(cls_preds, cls_target, ignore_label=-1, use_ignore=True,
+        mx.sym.BlockGrad(t, name=f"multibox_target_{n}_blocked")
+        for t, n in zip((target[0], target[1], cls_target), ('loc', 'mask', 'cls')))
+    cls_prob = mx.sym.SoftmaxOutput(cls_preds, cls_target, ignore_label=_IGNORE, use_ignore=True,
                                     multi_output=True, normalization='valid', name='cls_prob')
     loc_diff = mx.sym.smooth_l1(loc_mask * (loc_preds - loc_target), scalar=1.0,
                                 name='loc_loss_')
@@ -84,6 +111,26 @@ def training_graph(config, num_classes, data_shape, nms_thresh=NMS_THRESH, force
         nms_topk=nms_topk, name='detection')
     det = mx.sym.MakeLoss(det, grad_scale=0, name='det_out')
     return mx.sym.Group([cls_prob, loc_loss, cls_label, det])
+
+
+def _empty_image_negatives(cls_target, logits, label, count):
+    """``cls_target (B, N)`` where each image without valid gts (no row before its first
+    class -1 row) gets class 0 at its ``count`` hardest anchors, ``-1`` elsewhere.
+
+    ``logits (B, C, N)`` finite, ``label (B, M, 5+)``. The hardest anchors are those of the
+    native mining order (``multibox.mining``): ascending background probability, then index.
+    """
+    if count <= 0:
+        return cls_target
+    F = mx.sym
+    valid, _ = matcher.valid_gts(F, F.reshape(F.slice_axis(label, axis=2, begin=0, end=1), (0, 0)))
+    empty = F.sum(valid, axis=1, keepdims=True) == 0  # (B, 1)
+    prob = mining.background_prob(F, logits)  # (B, N)
+    every_anchor = F.ones_like(prob)
+    num_anchors = mining.count(F, every_anchor)  # (B,)
+    negative, _ = mining.hard_negatives(F, prob, every_anchor, F.minimum(num_anchors, count))
+    mined = F.where(negative, F.zeros_like(prob), F.ones_like(prob) * _IGNORE)
+    return F.where(F.broadcast_like(empty, prob), mined, cls_target)
 
 
 def inference_graph(config, num_classes, data_shape, nms_thresh=NMS_THRESH, force_suppress=False,

@@ -11,6 +11,8 @@ import demo
 import evaluate
 from ssd import backends, synthetic
 
+pytestmark = pytest.mark.e2e
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 IMAGES = os.path.join(ROOT, 'examples', 'images')
 ATOL = 1e-4

@@ -76,6 +76,7 @@ SMALL_FOUND = [np.array([[0, 0.9, 14, 14, 23, 23]], float),
                np.array([[0, 0.8, 50, 50, 69, 69], [0, 0.7, 5, 5, 30, 30]], float)]
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize('voc07, expected', [
     # ranked 0.9 (FP), 0.8 (TP), 0.7 (difficult: skipped); 2 objects to find (the difficult one
     # does not count): recall [0, 0.5], precision [0, 0.5]. VOC07: recall >= t for t = 0 ... 0.5,
@@ -83,10 +84,12 @@ SMALL_FOUND = [np.array([[0, 0.9, 14, 14, 23, 23]], float),
     (True, 3 / 11),
     # area: envelope 0.5 up to recall 0.5, then 0: 0.5 * 0.5 = 0.25
     (False, 0.25)])
+@pytest.mark.unit
 def test_small_boxes_are_scored_in_pixels_with_hand_computed_ap(voc07, expected):
     assert score(SMALL_FOUND, SMALL_TRUTH, ['circle'], voc07=voc07)['circle'] == pytest.approx(expected, abs=1e-15)
 
 
+@pytest.mark.unit
 def test_normalized_boxes_would_have_inflated_the_same_case_to_ap_1():
     """The former scoring: [0, 1] corners (here / 100) into GluonCV's metric, whose + 1 pixel
     swells both boxes of image 1 to 1.09 wide: IoU 1.05^2 / (2 * 1.09^2 - 1.05^2) = 0.87, a hit."""
@@ -97,18 +100,21 @@ def test_normalized_boxes_would_have_inflated_the_same_case_to_ap_1():
     assert dict(zip(*metric.get()))['circle'] == pytest.approx(1.0)
 
 
+@pytest.mark.unit
 def test_pixel_iou_counts_inclusive_pixels():
     # 10x10 pixels each, 6x6 shared: 36 / 164
     assert pixel_iou(np.array([14., 14, 23, 23]), np.array([[10., 10, 19, 19]]))[0] == pytest.approx(36 / 164)
     assert pixel_iou(np.array([0., 0, 9, 9]), np.array([[10., 0, 19, 9]]))[0] == 0  # touching, no shared pixel
 
 
+@pytest.mark.unit
 def test_pixel_detections_scale_by_each_images_own_size_and_drop_empty_rows():
     rows = np.array([[1, 0.9, 0.1, 0.2, 0.5, 1.0], [-1, -1, -1, -1, -1, -1], [0, 0.5, 0, 0, 1, 1]], np.float32)
     found = pixel_detections(rows, width=200, height=100)
     np.testing.assert_allclose(found, [[1, 0.9, 20, 20, 100, 100], [0, 0.5, 0, 0, 200, 100]], rtol=1e-6)
 
 
+@pytest.mark.unit
 def test_average_precision_of_a_perfect_and_an_empty_ranking():
     assert average_precision(np.array([0.5, 1.0]), np.array([1.0, 1.0])) == 1.0
     assert average_precision(np.array([0.0, 0.0]), np.array([0.0, 0.0]), voc07=False) == 0.0
@@ -138,6 +144,7 @@ def random_images(rng, count, classes, size=(320, 240)):
     return detections, truths
 
 
+@pytest.mark.parity
 @pytest.mark.parametrize('seed', range(6))
 @pytest.mark.parametrize('voc07', [True, False])
 def test_equals_an_independent_devkit_scorer(seed, voc07):
@@ -152,6 +159,7 @@ def test_equals_an_independent_devkit_scorer(seed, voc07):
         assert ours['mAP'] == pytest.approx(np.nanmean(expected), abs=1e-12)
 
 
+@pytest.mark.parity
 @pytest.mark.parametrize('seed', range(3))
 def test_equals_gluoncvs_voc07_metric_fed_pixels(seed):
     """GluonCV's metric (random scores: no ties; IoU never exactly at the threshold) agrees."""
@@ -168,6 +176,7 @@ def test_equals_gluoncvs_voc07_metric_fed_pixels(seed):
         assert ours[name] == pytest.approx(theirs[name], abs=1e-12, nan_ok=True)
 
 
+@pytest.mark.unit
 def test_count_difficult_scores_difficult_objects_as_ordinary_ones():
     # the difficult object of image 2 now counts and is found: ranked FP, TP, TP of 3 objects,
     # recall [0, 1/3, 2/3], precision [0, 1/2, 2/3]: VOC07 points t = 0..0.6 -> 2/3, 7 of them
@@ -176,6 +185,7 @@ def test_count_difficult_scores_difficult_objects_as_ordinary_ones():
     assert result['circle'] == pytest.approx(14 / 33, abs=1e-15)
 
 
+@pytest.mark.unit
 def test_a_class_without_objects_has_ap_nan_and_is_left_out_of_the_map():
     result = score(SMALL_FOUND, SMALL_TRUTH, ['circle', 'cross'])
     assert np.isnan(result['cross']) and result['mAP'] == pytest.approx(3 / 11)

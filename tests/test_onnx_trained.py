@@ -24,6 +24,8 @@ from ssd.dataset import preprocess
 from ssd.onnx_export import export_onnx
 from test_onnx import assert_same_rows, module_detections
 
+pytestmark = pytest.mark.e2e
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHIPPED = os.path.join(ROOT, 'models', 'ssd_synthetic')
 IMAGES = sorted(glob.glob(os.path.join(ROOT, 'examples', 'images', '*.jpg')))

@@ -202,6 +202,81 @@ def test_same_as_native_ops():
         assert np.abs(our_grads[name] - native_grad).max() <= 1e-5 * scale, name
 
 
+def _training_outputs(label, seed=11, bad_bias=None, **kwargs):
+    """Training forward of the light graph on random weights (seeded, so the same for every
+    ``kwargs``): ``cls_prob (B, C+1, N)``, ``cls_label (B, N)``, ``cls_pred (B, C+1, N)`` and
+    the largest gradient of the class predictors' weights. ``bad_bias``: a value put into a
+    class predictor's bias."""
+    config = presets.get_config(LIGHT, LIGHT_SHAPE)
+    sym = training_graph(config, 3, LIGHT_SHAPE, **kwargs)
+    group = mx.sym.Group([sym[0], sym[2], sym.get_internals()['multibox_cls_pred_output']])
+    shapes = {'data': (label.shape[0], 3, LIGHT_SHAPE, LIGHT_SHAPE), 'label': label.shape}
+    executor = group.simple_bind(mx.cpu(), **shapes)
+    rng = np.random.RandomState(seed)
+    for name, array in executor.arg_dict.items():
+        array[:] = rng.normal(0, 0.1, array.shape) if name != 'label' else label
+    for name, array in executor.aux_dict.items():
+        array[:] = 1 if name.endswith('_var') else 0
+    if bad_bias is not None:
+        executor.arg_dict['relu22_cls_pred_conv_bias'][:] = bad_bias
+    cls_prob, cls_label, cls_pred = [o.asnumpy() for o in executor.forward(is_train=True)]
+    # the loss's own gradient only: the monitoring outputs get zero head gradients
+    executor.backward([mx.nd.ones_like(o) if k == 0 else mx.nd.zeros_like(o)
+                       for k, o in enumerate(executor.outputs)])
+    largest = max(float(np.abs(g.asnumpy()).max()) for n, g in executor.grad_dict.items()
+                  if n.endswith('_cls_pred_conv_weight'))
+    return cls_prob, cls_label, cls_pred, largest
+
+
+def _background_prob(cls_pred):
+    """float64 softmax probability of class 0, ``(B, N)``."""
+    shifted = np.exp(cls_pred - cls_pred.max(axis=1, keepdims=True))
+    return shifted[:, 0] / shifted.sum(axis=1)
+
+
+def test_images_without_objects_are_negatives_images_with_objects_unchanged():
+    """An image without objects: its EMPTY_IMAGE_NEGATIVES lowest background probabilities get
+    class 0, the rest -1 (the native op ignores them all). The other images of the batch keep
+    the native op's targets bit for bit."""
+    label = _batch(3, LIGHT_SHAPE, 5).label[0].asnumpy()
+    label[1] = -1
+    _, ours, cls_pred, _ = _training_outputs(label)
+    _, native, native_pred, _ = _training_outputs(label, ops=mx.sym.contrib,
+                                                  minimum_negative_samples=0)
+    np.testing.assert_array_equal(cls_pred, native_pred)
+    np.testing.assert_array_equal(ours[[0, 2]], native[[0, 2]])
+    assert (native[[0, 2]] > 0).any() and (native[1] == -1).all()
+    mined = ours[1] == 0
+    assert mined.sum() == symbols.ssd.EMPTY_IMAGE_NEGATIVES == 32
+    assert (ours[1][~mined] == -1).all()
+    prob = _background_prob(cls_pred.astype(np.float64))[1]
+    assert prob[mined].max() <= prob[~mined].min() + 1e-6  # the hardest anchors
+
+
+def test_all_background_batch_trains_the_class_predictors():
+    """An all-background batch gives a non-zero cross entropy on its class-0 anchors and a
+    gradient; with minimum_negative_samples=0 (native semantics) it gives nothing."""
+    label = -np.ones((2, 3, 5), np.float32)
+    cls_prob, cls_label, _, grad = _training_outputs(label, minimum_negative_samples=7)
+    assert ((cls_label == 0).sum(axis=1) == 7).all() and (cls_label <= 0).all()
+    picked = np.take_along_axis(cls_prob, np.maximum(cls_label, 0)[:, None].astype(int), 1)[:, 0]
+    cross_entropy = -np.log(picked[cls_label == 0]).mean()
+    assert np.isfinite(cross_entropy) and cross_entropy > 0.01
+    assert grad > 0
+    _, cls_label, _, grad = _training_outputs(label, minimum_negative_samples=0)
+    assert (cls_label == -1).all() and grad == 0
+
+
+@pytest.mark.parametrize('bad', [np.nan, np.inf])
+def test_non_finite_logits_give_a_nan_loss_not_a_graph_error(bad):
+    """MultiBoxTarget refuses mining on NaN probabilities; the training graph feeds it finite
+    logits, so a diverged network shows up as a NaN loss (train.py stops on it)."""
+    label = _batch(2, LIGHT_SHAPE, 6).label[0].asnumpy()
+    cls_prob, cls_label, cls_pred, _ = _training_outputs(label, bad_bias=bad)
+    assert not np.isfinite(cls_pred).all() and np.isnan(cls_prob).any()
+    assert (cls_label > 0).any() and (cls_label == 0).any()
+
+
 def test_inference_same_as_native_ops():
     """The inference graph on multibox gives the native graph's detections bit for bit."""
     config = presets.get_config(LIGHT, LIGHT_SHAPE)

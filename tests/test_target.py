@@ -480,6 +480,53 @@ def test_non_finite_boxes_are_never_matched():
                  negative_mining_thresh=.9)
 
 
+def _mining_case():
+    """Two images on a 10x10 grid: image 0 has two gts, image 1 none; finite logits."""
+    rs = np.random.RandomState(21)
+    anchor = grid_anchors(10, scales=(0.2,))
+    label = f32([[[1, .3, .3, .5, .5], [0, .6, .1, .9, .4]], [[-1] * 5, [-1] * 5]])
+    return anchor, label, logits(rs, 2, 3, anchor.shape[1])
+
+
+@pytest.mark.parametrize('bad', ['nan', '+inf', 'all -inf'])
+def test_mining_refuses_logits_that_give_nan_probabilities(bad):
+    """NaN background probabilities cannot be ranked (the native sort order is unspecified for
+    them): refused by name, imperatively, hybridized and inside a symbol graph."""
+    anchor, label, cls_pred = _mining_case()
+    candidate = 99  # far from both gts: a mining candidate of image 0
+    if bad == 'nan':
+        cls_pred[0, 2, candidate] = np.nan
+    elif bad == '+inf':
+        cls_pred[0, 1, candidate] = np.inf
+    else:
+        cls_pred[0, :, candidate] = -np.inf
+    params = dict(negative_mining_ratio=3)
+    for hybridize in (False, True):
+        with pytest.raises(ValueError, match=rf'cls_pred of image 0 is NaN or infinite at anchor '
+                                             rf'{candidate}, a hard negative mining candidate'):
+            ours(anchor, label, cls_pred, hybridize=hybridize, **params)
+    x = [mx.sym.var(n) for n in ('anchor', 'label', 'cls_pred')]
+    graph = gluon.SymbolBlock(mx.sym.Group(list(MultiBoxTarget(**params)(*x))), x)
+    with pytest.raises(mx.base.MXNetError, match='out of bound'):
+        graph(*(nd.array(a) for a in (anchor, label, cls_pred)))[2].asnumpy()
+
+
+def test_non_finite_logits_that_mining_never_ranks_match_native():
+    """A -inf beside finite logits gives a finite probability; NaN at a positive anchor, in an
+    image without gts or without mining is never ranked: all as native, bit for bit."""
+    anchor, label, cls_pred = _mining_case()
+    cls_pred[0, 1, 90:99] = -np.inf  # candidates with finite probabilities
+    cls_pred[0, 0, 5] = -np.inf
+    positive = int(np.flatnonzero(native(anchor, label, cls_pred, negative_mining_ratio=3)[2][0] > 0)[0])
+    cls_pred[0, :, positive] = np.nan
+    cls_pred[1, :, :50] = np.nan  # image 1 has no gt: no mining
+    got = check_parity(anchor, label, cls_pred, negative_mining_ratio=3)
+    assert (got[2][0] == 0).sum() > 0 and (got[2][0] > 0).sum() > 0
+    check_parity(anchor, label, cls_pred, negative_mining_ratio=-1)
+    cls_pred[0, 2, 99] = np.nan  # refused with mining, ignored without
+    check_parity(anchor, label, cls_pred, negative_mining_ratio=-1)
+
+
 # ------------------------------------------------------------------------------------------
 # hybridize / export / gradient
 

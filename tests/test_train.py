@@ -3,9 +3,11 @@ import csv
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
+import time
 
 import mxnet as mx
 import numpy as np
@@ -13,7 +15,7 @@ import pytest
 
 import evaluate
 import train
-from ssd import synthetic
+from ssd import synthetic, training
 
 pytestmark = pytest.mark.e2e
 
@@ -46,6 +48,9 @@ def test_train_writes_checkpoints_metrics_and_resumes(data_root, tmp_path):
         assert os.path.isfile(f'{prefix}{suffix}'), suffix
     symbol = mx.sym.load(f'{prefix}-symbol.json')
     assert '_contrib_MultiBox' not in symbol.tojson()
+    # the losses' graph only: get_symbol_train's monitoring detections are neither trained nor saved
+    assert symbol.list_outputs() == ['cls_prob_output', 'loc_loss_output', 'cls_label_output']
+    assert 'det_out' not in symbol.tojson() and '_contrib_box_nms' not in symbol.tojson()
     assert run_train(data_root, prefix, '--resume', '1', '--end-epoch', '2') == 0
     assert 'optimizer state restored' in log_text(prefix)
     with open(f'{prefix}-metrics.csv') as f:
@@ -54,6 +59,7 @@ def test_train_writes_checkpoints_metrics_and_resumes(data_root, tmp_path):
     info = json.load(open(f'{prefix}-0002.json'))
     assert info['epoch'] == 2 and info['class_names'] == list(synthetic.CLASSES)
     assert 0 <= info['val_mAP'] <= 1 and np.isfinite(info['CrossEntropy'])
+    assert info['lr'] == pytest.approx(0.005)  # the optimizer's rate after the one-epoch warm-up
 
 
 def test_validation_runs_every_val_interval_epochs_and_after_the_last(data_root, tmp_path):
@@ -82,7 +88,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(data_root, tmp
 
 def test_ctrl_c_saves_before_exiting(data_root, tmp_path, monkeypatch):
     calls = []
-    real = train.batch_losses
+    real = training.batch_losses
 
     def interrupted(outputs):
         calls.append(1)
@@ -90,7 +96,7 @@ def test_ctrl_c_saves_before_exiting(data_root, tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return real(outputs)
 
-    monkeypatch.setattr(train, 'batch_losses', interrupted)
+    monkeypatch.setattr(training, 'batch_losses', interrupted)
     prefix = tmp_path / 'ssd'
     assert run_train(data_root, prefix, '--end-epoch', '2') == 130
     assert json.load(open(f'{prefix}-0001.json'))['interrupted'] is True
@@ -259,26 +265,58 @@ def test_dist_sync_on_loopback(data_root, tmp_path):
     assert weights and all(np.allclose(first[k].asnumpy(), second[k].asnumpy(), atol=1e-5) for k in weights)
 
 
-def test_weights_start_at_he_fan_in_scale():
-    # A depthwise 3x3 filter has fan-in 9: std sqrt(2/9). mxnet-ssd's fan-out variant gives
-    # sqrt(2/(9*256)) for 256 channels; behind BatchNorm such small weights get a huge effective
-    # learning rate, and from-scratch MobileNet training diverged in its first steps.
-    depthwise = mx.nd.zeros((256, 1, 3, 3))
-    train.INITIALIZER(mx.init.InitDesc('mobilenet_conv25_weight'), depthwise)
-    assert abs(float(depthwise.asnumpy().std()) - (2 / 9) ** 0.5) < 0.03
-    bias = mx.nd.ones((8,))
-    train.INITIALIZER(mx.init.InitDesc('relu10_cls_pred_conv_bias'), bias)
-    assert not bias.asnumpy().any()
+def test_dist_sync_lost_worker_ends_every_survivor(data_root, tmp_path):
+    """Three workers, one killed mid-run: the scheduler reports the lost worker and exits 1, then
+    the server and one worker report the lost scheduler and exit 1; the last worker, blocked in
+    the parameter server, stops on Ctrl-C (exit 130) before its own watch would end it."""
+    env = dict(os.environ, DMLC_PS_ROOT_URI='127.0.0.1', DMLC_PS_ROOT_PORT=str(free_port()),
+               DMLC_NUM_SERVER='1', DMLC_NUM_WORKER='3', PS_VERBOSE='0', OMP_NUM_THREADS='1',
+               MULTIBOX_DIST_TIMEOUT='24')  # nodes lost after 12 s of silence
+    command = [sys.executable, os.path.join(ROOT, 'train.py'), '--data-root', data_root, '--kv-store',
+               'dist_sync', '--end-epoch', '1000', '--val-interval', '0'] + TINY
+    names = ['scheduler', 'server', 'worker0', 'worker1', 'worker2']
+    processes, outputs = {}, {}
+    for name in names:
+        role = name.rstrip('012')
+        prefix = ['--prefix', str(tmp_path / name / 'ssd')] if role == 'worker' else []
+        outputs[name] = open(tmp_path / f'{name}.out', 'w+')
+        processes[name] = subprocess.Popen(command + prefix, env=dict(env, DMLC_ROLE=role), cwd=ROOT,
+                                           stdout=outputs[name], stderr=subprocess.STDOUT)
+    try:
+        logs = [tmp_path / f'worker{k}' / 'ssd-train.log' for k in range(3)]
+        for _ in range(240):  # all workers train (epoch 2 logged), or give up after ~2 minutes
+            if all(log.is_file() and 'epoch 2:' in log.read_text() for log in logs):
+                break
+            time.sleep(0.5)
+        assert all('epoch 2:' in log.read_text() for log in logs), 'the run did not start'
+        processes['worker2'].kill()
+        # worker 0 ends its step (and maybe an epoch's checkpoint), then waits for worker 2; its
+        # Ctrl-C grace (10 s) ends well before its watch would notice the scheduler gone (~26 s)
+        with pytest.raises(subprocess.TimeoutExpired):
+            processes['worker0'].wait(timeout=8)
+        processes['worker0'].send_signal(signal.SIGINT)
+        codes = {name: processes[name].wait(timeout=60) for name in names[:-1]}
+    finally:
+        for process in processes.values():
+            process.kill()
+    text = {}
+    for name, output in outputs.items():
+        output.seek(0)
+        text[name] = output.read()
+    assert codes == {'scheduler': 1, 'server': 1, 'worker0': 130, 'worker1': 1}, text
+    assert 'scheduler: lost 1 worker node(s) of the parameter server, no heartbeat for 12 s' in text['scheduler']
+    for name in ('server', 'worker1'):
+        assert 'lost the scheduler of the parameter server' in text[name], text[name]
+    assert 'worker: interrupted' in text['worker0']
+    assert all('Traceback' not in text[name] for name in names[:-1])
 
 
-@pytest.mark.parametrize('mode', ['step', 'cosine'])
-def test_learning_rate_schedule_warms_up_then_decays(mode):
-    args = train.parse_args(['--lr', '0.01', '--lr-mode', mode, '--lr-steps', '3', '--lr-factor', '0.1',
-                             '--warmup-epochs', '1', '--end-epoch', '4'])
-    scheduler = train.make_optimizer(args, begin_epoch=0, batches_per_epoch=10, num_devices=1).lr_scheduler
-    assert scheduler(0) == pytest.approx(0.0001)  # warm-up starts at lr / 100
-    assert scheduler(10) == pytest.approx(0.01)  # full lr once the first epoch is done
-    if mode == 'step':
-        assert scheduler(29) == pytest.approx(0.01) and scheduler(31) == pytest.approx(0.001)
-    else:  # half-way through the 30 post-warm-up updates: half the lr; zero at the end
-        assert scheduler(25) == pytest.approx(0.005) and scheduler(40) == pytest.approx(0.0)
+@pytest.mark.parametrize('value', ['soon', '-1', 'nan', 'inf'])
+def test_bad_dist_timeout_is_refused_by_name(value):
+    env = dict(os.environ, DMLC_ROLE='worker', MULTIBOX_DIST_TIMEOUT=value)
+    result = subprocess.run([sys.executable, os.path.join(ROOT, 'train.py'), '--help'], env=env, cwd=ROOT,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert f"MULTIBOX_DIST_TIMEOUT must be a number of seconds >= 0 (0: wait forever), got '{value}'" \
+        in result.stderr
+    assert 'Traceback' not in result.stderr

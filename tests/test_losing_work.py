@@ -19,7 +19,8 @@ import numpy as np
 import pytest
 
 import train
-from ssd import checkpoint, synthetic, training
+from test_train import data_root, log_text  # noqa: F401  (the fixture and helper of the tiny set)
+from ssd import checkpoint, training
 
 pytestmark = pytest.mark.e2e
 
@@ -30,20 +31,8 @@ TINY = ['--network', 'mobilenet0.25', '--data-shape', '64', '--batch-size', '12'
         '--frequent', '0', '--val-interval', '0']
 
 
-@pytest.fixture(scope='module')
-def data_root(tmp_path_factory):
-    root = str(tmp_path_factory.mktemp('data') / 'synthetic')
-    synthetic.ensure_dataset(root, num_train=12, num_test=4, seed=5)
-    return root
-
-
 def run_train(data_root, prefix, *extra):
     return train.main(['--data-root', data_root, '--prefix', str(prefix)] + TINY + list(extra))
-
-
-def log_text(prefix):
-    with open(f'{prefix}-train.log') as f:
-        return f.read()
 
 
 def sidecar(prefix, epoch):

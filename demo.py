@@ -33,8 +33,6 @@ from ssd.dataset import preprocess
 from ssd import backends
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-DEFAULT_PREFIX = os.path.join(HERE, 'models', 'ssd_synthetic')  # shipped: trained by `python train.py`
-DEFAULT_EPOCH = 20
 SAMPLES = os.path.join(HERE, 'examples', 'images')
 MAX_PIXELS = 64_000_000  # 8000 x 8000; decoding alone would take ~200 MB of memory per image
 EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp', '.ppm', '.pgm', '.pbm')
@@ -50,8 +48,8 @@ def parse_args(argv=None):
     p.add_argument('images', nargs='*', help='image files or folders (default: examples/images)')
     model = p.add_argument_group('model')
     model.add_argument('--prefix', default=None, help='checkpoint prefix (default: the shipped models/ssd_synthetic)')
-    model.add_argument('--epoch', type=options.epoch_name, default=str(DEFAULT_EPOCH),
-                       help="epoch number or 'best' (default: 20)")
+    model.add_argument('--epoch', type=options.epoch_name, default=str(options.SHIPPED_EPOCH),
+                       help=f"epoch number or 'best' (default: {options.SHIPPED_EPOCH})")
     model.add_argument('--network', default=None, help='default: from the checkpoint')
     model.add_argument('--data-shape', type=options.positive_int, default=None,
                        help='input size (default: from the checkpoint)')
@@ -86,7 +84,7 @@ def onnx_cache_prefix(args):
     """Where the ONNX export of the model is cached: beside its checkpoint (none for --pretrained)."""
     if args.pretrained:
         return None
-    prefix = args.prefix or DEFAULT_PREFIX
+    prefix = args.prefix or options.SHIPPED_PREFIX
     return f'{prefix}-deploy' if args.deploy else f'{prefix}-{args.epoch}'
 
 
@@ -100,6 +98,9 @@ def main(argv=None):
         model = load_model(args)
         detector = backends.make_detector(args.backend, model.symbol, model.arg_params, model.aux_params,
                                           model.data_shape, 1, [ctx], onnx_cache_prefix(args), args.onnx)
+    except checkpoint.WriteError as error:  # the ONNX file cached beside the checkpoint
+        log.error('error: %s', error)
+        return 1
     except (ValueError, FileNotFoundError) as error:
         log.error('error: %s', error)
         return 2
@@ -159,7 +160,7 @@ def load_model(args):
             raise ValueError(f"--pretrained expects gluoncv:NAME (e.g. gluoncv:ssd_300_vgg16_atrous_voc), "
                              f"got {args.pretrained!r}")
         return models.from_gluoncv(name, nms)
-    prefix = args.prefix or DEFAULT_PREFIX
+    prefix = args.prefix or options.SHIPPED_PREFIX
     if args.deploy:
         if nms or args.network:
             raise ValueError("--nms/--force-nms/--nms-topk/--network are baked into a --deploy graph; "

@@ -1,6 +1,6 @@
 """Write an SSD's inference graph for deployment: box decoding and NMS baked in, no training nodes.
 
-    python deploy.py --network mobilenet0.25 --data-shape 256 --prefix models/ssd_synthetic --epoch 20
+    python deploy.py --network mobilenet0.25 --data-shape 256 --prefix models/ssd_synthetic --epoch 28
     python deploy.py --prefix model/ssd300 --epoch 240 --nms 0.5 --nms-topk 200 --force-nms --onnx ssd300.onnx
 
 Writes, atomically, ``PREFIX-deploy-symbol.json`` and ``PREFIX-deploy-0000.params`` (MXNet's
@@ -22,20 +22,19 @@ exact`` asks for the Loop that keeps MXNet's order among tied scores; its batch 
 """
 import argparse
 import logging
-import os
 import sys
 
 from ssd import checkpoint, models, options
 from ssd.annotations import read_class_names
 
 log = logging.getLogger('deploy')
-DEFAULT_PREFIX = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'models', 'ssd_synthetic')
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument('--prefix', default=DEFAULT_PREFIX, help='checkpoint prefix (default: the shipped model)')
-    p.add_argument('--epoch', type=options.epoch_name, default='20', help="epoch number or 'best' (default: 20)")
+    p.add_argument('--prefix', default=options.SHIPPED_PREFIX, help='checkpoint prefix (default: the shipped model)')
+    p.add_argument('--epoch', type=options.epoch_name, default=str(options.SHIPPED_EPOCH),
+                   help=f"epoch number or 'best' (default: {options.SHIPPED_EPOCH})")
     p.add_argument('--network', default=None, help='default: from the checkpoint')
     p.add_argument('--data-shape', type=options.positive_int, default=None, help='default: from the checkpoint')
     p.add_argument('--class-names', default=None, help='comma list or file (default: from the checkpoint)')
@@ -57,6 +56,9 @@ def main(argv=None):
     try:
         model = load(args)
         written = write_deploy(model, args.prefix)
+    except checkpoint.WriteError as error:  # nothing of the deploy checkpoint is left half written
+        log.error('error: %s', error)
+        return 1
     except (ValueError, FileNotFoundError) as error:
         log.error('error: %s', error)
         return 2

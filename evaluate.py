@@ -65,6 +65,9 @@ def main(argv=None):
     args = parse_args(argv)
     try:
         evaluate(args)
+    except checkpoint.WriteError as error:  # results, plot or the ONNX cache: what was written stays whole
+        log.error('%s', error)
+        return 1
     except (ValueError, FileNotFoundError) as error:
         log.error('%s', error)
         return 2

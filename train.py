@@ -73,12 +73,12 @@ def parse_args(argv=None):
     opt.add_argument('--wd', type=options.non_negative_float, default=5e-4)
     opt.add_argument('--lr-mode', default='step', choices=['step', 'cosine'],
                      help='step: multiply by --lr-factor at --lr-steps; cosine: decay to 0 by --end-epoch')
-    opt.add_argument('--lr-steps', type=options.epoch_list, default='15,18',
+    opt.add_argument('--lr-steps', type=options.epoch_list, default='21,25',
                      help='increasing comma list of epochs where lr is multiplied by --lr-factor')
     opt.add_argument('--lr-factor', type=options.positive_float, default=0.3)
     opt.add_argument('--warmup-epochs', type=options.non_negative_float, default=1.0)
     opt.add_argument('--begin-epoch', type=options.non_negative_int, default=0)
-    opt.add_argument('--end-epoch', type=options.positive_int, default=20)
+    opt.add_argument('--end-epoch', type=options.positive_int, default=28)
     opt.add_argument('--seed', type=int, default=233)
     opt.add_argument('--min-neg-samples', type=options.non_negative_int, default=symbols.ssd.EMPTY_IMAGE_NEGATIVES,
                      help='hard negatives (class 0) taken from each image without objects (0: such images '

@@ -18,10 +18,14 @@ import mxnet as mx
 
 from symbols.ssd import NMS_THRESH, NMS_TOPK
 
-__all__ = ['DEFAULT_SETS', 'DATASETS', 'NMS_THRESH', 'NMS_TOPK', 'USE_DIFFICULT', 'probability',
+__all__ = ['SHIPPED_PREFIX', 'SHIPPED_EPOCH', 'DEFAULT_SETS', 'DATASETS', 'NMS_THRESH', 'NMS_TOPK', 'USE_DIFFICULT', 'probability',
            'positive_int', 'non_negative_int', 'top_k', 'non_negative_float', 'positive_float',
            'momentum', 'zoom', 'epoch_list', 'gpu_list', 'regex', 'epoch_name', 'output_file',
            'output_folder', 'add_data_options', 'resolve_sets', 'add_nms_options', 'add_ap_options', 'add_device_options']
+
+# The model in models/: the last epoch of `python train.py` with its defaults (the README's figures)
+SHIPPED_PREFIX = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'models', 'ssd_synthetic')
+SHIPPED_EPOCH = 28
 
 # (training sets, validation sets) of each --dataset; 'rec' reads --train-path / --val-path instead
 DEFAULT_SETS = {'synthetic': ('2007_trainval', '2007_test'), 'voc': ('2007_trainval,2012_trainval', '2007_test'),

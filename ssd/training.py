@@ -85,11 +85,11 @@ class TrainConfig:
     momentum: float = 0.9
     wd: float = 5e-4
     lr_mode: str = 'step'
-    lr_steps: Tuple[int, ...] = (15, 18)
+    lr_steps: Tuple[int, ...] = (21, 25)
     lr_factor: float = 0.3
     warmup_epochs: float = 1.0
     begin_epoch: int = 0
-    end_epoch: int = 20
+    end_epoch: int = 28
     seed: int = 233
     min_neg_samples: int = symbols.ssd.EMPTY_IMAGE_NEGATIVES
     # devices

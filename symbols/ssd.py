@@ -11,14 +11,16 @@ Parameter names follow mxnet-ssd (``conv1_1_weight``, ``relu4_3_scale``,
 Inputs: ``data`` (B, 3, H, W) mean-subtracted RGB pixels; ``label`` (B, M, 5+) rows
 ``[class, xmin, ymin, xmax, ymax, ...]`` normalised to [0, 1], padded with -1 rows.
 """
+import re
+
 import mxnet as mx
 
 import multibox.symbol as _multibox
 from multibox import matcher, mining
 
-from .presets import get_config
+from .presets import _as_hw, get_config
 
-__all__ = ['get_symbol_train', 'get_symbol', 'training_graph', 'inference_graph',
+__all__ = ['get_symbol_train', 'get_symbol', 'check_data_shape', 'training_graph', 'inference_graph',
            'feature_names', 'layer_anchors', 'VARIANCES', 'EMPTY_IMAGE_NEGATIVES', 'NMS_THRESH', 'NMS_TOPK']
 
 VARIANCES = (0.1, 0.1, 0.2, 0.2)
@@ -45,6 +47,7 @@ def get_symbol_train(network, num_classes, data_shape, nms_thresh=NMS_THRESH, fo
     objects (see ``training_graph``).
     """
     config = get_config(network, data_shape, **overrides)
+    check_data_shape(network, data_shape, **overrides)
     return training_graph(config, num_classes, data_shape, nms_thresh=nms_thresh,
                           force_suppress=force_suppress, nms_topk=nms_topk,
                           minimum_negative_samples=minimum_negative_samples)
@@ -55,8 +58,43 @@ def get_symbol(network, num_classes, data_shape, nms_thresh=NMS_THRESH, force_su
     """Inference Symbol of a named SSD network, output ``(B, N, 6)`` rows
     ``[class_id, score, xmin, ymin, xmax, ymax]`` (class -1 for suppressed/background rows)."""
     config = get_config(network, data_shape, **overrides)
+    check_data_shape(network, data_shape, **overrides)
     return inference_graph(config, num_classes, data_shape, nms_thresh=nms_thresh,
                            force_suppress=force_suppress, nms_topk=nms_topk)
+
+
+def check_data_shape(network, data_shape, **overrides):
+    """Raise ValueError when ``network`` cannot take a ``data_shape`` input (int or (H, W)): a
+    pooling or convolution window larger than its input (VGG16's SSD300 needs about 257 pixels).
+    The message names the layer and the smallest square size that works."""
+    problem = _size_problem(network, data_shape, overrides)
+    if problem is None:
+        return
+    smallest, largest = 1, 4096
+    if _size_problem(network, largest, overrides) is not None:
+        raise ValueError(f"{network} cannot take a {_shape_text(data_shape)} input ({problem})")
+    while smallest < largest:  # windows only fit better as the input grows: bisect
+        middle = (smallest + largest) // 2
+        smallest, largest = (middle + 1, largest) if _size_problem(network, middle, overrides) else (smallest, middle)
+    raise ValueError(f"data shape {_shape_text(data_shape)} is too small for {network}: {problem}; "
+                     f"the smallest square input it takes is {smallest}")
+
+
+def _size_problem(network, data_shape, overrides):
+    """None if the layers of ``network`` fit a ``data_shape`` input, else which layer does not."""
+    height, width = _as_hw(data_shape)
+    graph = _multibox_layers(get_config(network, data_shape, **overrides), 1, data_shape, _multibox)[2]
+    try:  # infer_shape_partial: the same checks as infer_shape, without its print to stdout on failure
+        graph.infer_shape_partial(data=(1, 3, height, width))
+    except mx.base.MXNetError as error:
+        found = re.search(r'Error in operator (\S+?):', str(error))
+        return f"the window of layer {found.group(1)} is larger than its input" if found else str(error).split('\n')[0]
+    return None
+
+
+def _shape_text(data_shape):
+    height, width = _as_hw(data_shape)
+    return f'{height}x{width}'
 
 
 def training_graph(config, num_classes, data_shape, nms_thresh=NMS_THRESH, force_suppress=False,

@@ -3,10 +3,14 @@
 Every test carries exactly one tier marker (``unit``, ``parity``, ``e2e``, see pytest.ini),
 usually as a module-level ``pytestmark``; collection fails otherwise.
 """
+import glob
 import os
+import shutil
 
 import numpy as np
 import pytest
+
+from ssd.options import SHIPPED_EPOCH, SHIPPED_PREFIX
 
 # The native mining probability equals F.softmax only with the default float32 accumulation.
 os.environ.pop('MXNET_SAFE_ACCUMULATION', None)
@@ -49,3 +53,13 @@ def assert_same(ours, native, context='', atol=0.0, rtol=0.0):
 @pytest.fixture
 def rng():
     return np.random.RandomState(1234)
+
+
+@pytest.fixture(scope='session')
+def shipped_copy(tmp_path_factory):
+    """The shipped checkpoint's prefix, copied to a temporary folder: what scripts write beside
+    it (the ONNX cache, the precision-recall plot) stays out of models/."""
+    folder = tmp_path_factory.mktemp('shipped')
+    for path in glob.glob(f'{SHIPPED_PREFIX}-{SHIPPED_EPOCH:04d}.*'):
+        shutil.copy(path, folder)
+    return str(folder / os.path.basename(SHIPPED_PREFIX))

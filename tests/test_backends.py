@@ -2,7 +2,6 @@
 import glob
 import json
 import os
-import shutil
 import sys
 
 import pytest
@@ -10,21 +9,13 @@ import pytest
 import demo
 import evaluate
 from ssd import backends, synthetic
+from ssd.options import SHIPPED_EPOCH
 
 pytestmark = pytest.mark.e2e
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 IMAGES = os.path.join(ROOT, 'examples', 'images')
 ATOL = 1e-4
-
-
-@pytest.fixture(scope='module')
-def shipped_copy(tmp_path_factory):
-    """The shipped checkpoint copied to a temporary folder (the ONNX cache is written beside it)."""
-    folder = tmp_path_factory.mktemp('model')
-    for path in glob.glob(os.path.join(ROOT, 'models', 'ssd_synthetic-0020.*')):
-        shutil.copy(path, folder)
-    return str(folder / 'ssd_synthetic')
 
 
 def demo_records(prefix, tmp_path, backend):
@@ -51,17 +42,17 @@ def test_demo_backends_give_mxnet_detections(shipped_copy, tmp_path, backend):
 
 def test_onnx_export_is_cached_beside_the_checkpoint_and_reused(shipped_copy, tmp_path):
     demo_records(shipped_copy, tmp_path, 'onnxruntime')
-    [cached] = glob.glob(f'{shipped_copy}-20-*.onnx')
+    [cached] = glob.glob(f'{shipped_copy}-{SHIPPED_EPOCH}-*.onnx')
     before = os.stat(cached).st_mtime_ns
     demo_records(shipped_copy, tmp_path, 'openvino')  # same graph and weights: same file
-    assert glob.glob(f'{shipped_copy}-20-*.onnx') == [cached]
+    assert glob.glob(f'{shipped_copy}-{SHIPPED_EPOCH}-*.onnx') == [cached]
     assert os.stat(cached).st_mtime_ns == before
     moved = str(tmp_path / 'given.onnx')
     os.rename(cached, moved)
     records = tmp_path / 'given.json'
     assert demo.main([IMAGES, '--prefix', shipped_copy, '--backend', 'onnxruntime', '--onnx', moved,
                       '--out-dir', str(tmp_path / 'given'), '--json', str(records)]) == 0
-    assert not glob.glob(f'{shipped_copy}-20-*.onnx')  # the given file was used, nothing exported
+    assert not glob.glob(f'{shipped_copy}-{SHIPPED_EPOCH}-*.onnx')  # the given file was used, nothing exported
 
 
 @pytest.mark.parametrize('backend, package', [('onnxruntime', 'onnxruntime'), ('openvino', 'openvino')])
@@ -85,7 +76,7 @@ def test_evaluate_backends_give_the_same_ap(shipped_copy, tmp_path, capsys):
     synthetic.ensure_dataset(root, num_train=1, num_test=6, seed=9)
     tables = {}
     for backend in ('mxnet', 'onnxruntime', 'openvino'):
-        assert evaluate.main(['--data-root', root, '--prefix', shipped_copy, '--epoch', '20',
+        assert evaluate.main(['--data-root', root, '--prefix', shipped_copy, '--epoch', str(SHIPPED_EPOCH),
                               '--batch-size', '4', '--num-workers', '0', '--backend', backend]) == 0
         tables[backend] = capsys.readouterr().out
     assert 'mAP' in tables['mxnet']

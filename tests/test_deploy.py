@@ -15,6 +15,7 @@ import demo
 import deploy
 import symbols
 from ssd import checkpoint
+from ssd.options import SHIPPED_EPOCH
 from tiny_ssd import NETWORK, SHAPE, save_checkpoint, write_image
 
 pytestmark = pytest.mark.e2e
@@ -105,7 +106,7 @@ def test_nms_settings_are_baked_into_the_graph(prefix, tmp_path, caplog):
 
 
 @pytest.mark.parametrize('extra, message', [
-    (['--prefix', 'nowhere/ssd'], 'nowhere/ssd-0020.params does not exist'),
+    (['--prefix', 'nowhere/ssd'], f'nowhere/ssd-{SHIPPED_EPOCH:04d}.params does not exist'),
     (['--num-class', '3'], '--num-class 3 does not match the 4 class names'),
     (['--network', 'nonet'], "unknown network 'nonet'"),
 ])

@@ -8,7 +8,6 @@ import json
 import os
 import pickle
 import random
-import shutil
 import signal
 import subprocess
 import sys
@@ -21,6 +20,7 @@ import pytest
 import train
 from test_train import data_root, log_text  # noqa: F401  (the fixture and helper of the tiny set)
 from ssd import checkpoint, training
+from full_disk import FILL, run_in_tmpfs
 
 pytestmark = pytest.mark.e2e
 
@@ -206,15 +206,11 @@ def test_kill_9_and_ctrl_c_at_random_moments_never_leave_a_broken_newest_epoch(d
 
 def tmpfs_training(data_root, folder, size, copy_to, *runs):
     """``train.py`` runs (argument lists; ``None``: fill what space is left) in a tmpfs of ``size``
-    bytes mounted at ``folder`` in a private mount namespace (it goes with the process); what it
-    holds at the end is copied to ``copy_to``. Returns the last run's exit code and stderr."""
+    bytes at ``folder``; what it holds at the end is copied to ``copy_to``. Returns the last run's
+    exit code and stderr."""
     train_py = [sys.executable, os.path.join(ROOT, 'train.py'), '--data-root', data_root, '--prefix', f'{folder}/ssd']
-    steps = [f'dd if=/dev/zero of={folder}/filler bs=4k 2>/dev/null' if run is None
-             else ' '.join(train_py + TINY + list(run)) for run in runs]
-    script = (f'mount -t tmpfs -o size={size} tmpfs {folder} && {{ {"; ".join(steps)}; code=$?; '
-              f'rm -f {folder}/filler; cp -a {folder}/. {copy_to}; exit $code; }}')
-    return subprocess.run(['unshare', '--user', '--map-root-user', '--mount', 'sh', '-c', script], cwd=ROOT,
-                          env=dict(os.environ, OMP_NUM_THREADS='1'), capture_output=True, text=True, timeout=240)
+    steps = [FILL if run is None else ' '.join(train_py + TINY + list(run)) for run in runs]
+    return run_in_tmpfs(folder, size, steps, copy_to)
 
 
 @pytest.mark.parametrize('failing', ['params', 'states', 'symbol.json'])

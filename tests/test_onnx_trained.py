@@ -22,12 +22,12 @@ import train
 from ssd import models, synthetic
 from ssd.dataset import preprocess
 from ssd.onnx_export import export_onnx
+from ssd.options import SHIPPED_EPOCH, SHIPPED_PREFIX
 from test_onnx import assert_same_rows, module_detections
 
 pytestmark = pytest.mark.e2e
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SHIPPED = os.path.join(ROOT, 'models', 'ssd_synthetic')
 IMAGES = sorted(glob.glob(os.path.join(ROOT, 'examples', 'images', '*.jpg')))
 ATOL = 1e-4  # the issue's tolerance on scores and normalised box corners
 
@@ -82,7 +82,7 @@ def exported(model, path, batch):
 @pytest.fixture(scope='module')
 def shipped(tmp_path_factory):
     """The shipped model exported with a symbolic batch axis (deploy.py's default)."""
-    model = models.from_checkpoint(SHIPPED, 20)
+    model = models.from_checkpoint(SHIPPED_PREFIX, SHIPPED_EPOCH)
     path = exported(model, tmp_path_factory.mktemp('shipped') / 'ssd.onnx', None)
     return model, path
 
@@ -161,7 +161,7 @@ def test_fixed_batch_size_is_declared(trained):
 
 @pytest.mark.parametrize('opset, nms', [(15, 'standard'), (17, 'exact')])
 def test_other_opsets_and_the_exact_nms_give_mxnet_detections(tmp_path, opset, nms):
-    model = models.from_checkpoint(SHIPPED, 20)
+    model = models.from_checkpoint(SHIPPED_PREFIX, SHIPPED_EPOCH)
     path = export_onnx(model.symbol, model.arg_params, model.aux_params, model.data_shape, None,
                        str(tmp_path / 'ssd.onnx'), opset=opset, nms=nms)
     assert onnx.load(path).opset_import[0].version == opset

@@ -84,6 +84,28 @@ def test_unknown_network_lists_known_ones():
         assert name in str(error.value)
 
 
+def test_an_input_smaller_than_the_pooling_windows_names_the_layer_and_the_smallest_size():
+    smallest = next(size for size in range(250, 300) if fits('vgg16_reduced', size))  # found by trying
+    for graph in (symbols.get_symbol, symbols.get_symbol_train):
+        with pytest.raises(ValueError) as error:
+            graph('vgg16_reduced', 20, 16)
+        assert str(error.value) == ('data shape 16x16 is too small for vgg16_reduced: the window of layer '
+                                    f'multi_feat_4_conv_3x3_conv is larger than its input; the smallest square '
+                                    f'input it takes is {smallest}')
+    symbols.get_symbol('vgg16_reduced', 20, smallest)
+    symbols.get_symbol('mobilenet0.25', 4, 8)  # stride-2 layers on 1x1 maps stay 1x1: any size fits
+
+
+def fits(network, size):
+    """Whether MXNet's own shape inference accepts the unchecked graph at ``size``."""
+    graph = inference_graph(presets.get_config(network, size), 20, size)
+    try:
+        graph.infer_shape_partial(data=(1, 3, size, size))
+        return True
+    except mx.base.MXNetError:
+        return False
+
+
 def test_inconsistent_preset_names_the_counts():
     sizes = presets.get_config('vgg16_reduced', 300).sizes[:5]
     with pytest.raises(ValueError, match=r'from_layers=6.*sizes=5'):

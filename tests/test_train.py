@@ -199,6 +199,13 @@ def test_a_class_count_that_does_not_fit_the_class_names_exits_2(data_root, tmp_
     assert 'does not match the 4 class names' in log_text(tmp_path / 'x')
 
 
+def test_a_data_shape_the_network_cannot_take_exits_2_naming_the_smallest(data_root, tmp_path):
+    # TINY trains mobilenet0.25 at 128, a size it takes; SSD300's windows need 257 pixels
+    assert run_train(data_root, tmp_path / 'x', '--network', 'vgg16_reduced', '--end-epoch', '1') == 2
+    assert ('data shape 128x128 is too small for vgg16_reduced: the window of layer multi_feat_4_conv_3x3_conv is '
+            'larger than its input; the smallest square input it takes is ') in log_text(tmp_path / 'x')
+
+
 def test_evaluate_prints_ap_table_and_saves_pixel_detections(data_root, tmp_path, capsys):
     prefix = tmp_path / 'ssd'
     assert run_train(data_root, prefix, '--end-epoch', '1', '--val-interval', '0') == 0

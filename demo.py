@@ -35,7 +35,6 @@ from ssd import backends
 HERE = os.path.dirname(os.path.abspath(__file__))
 SAMPLES = os.path.join(HERE, 'examples', 'images')
 MAX_PIXELS = 64_000_000  # 8000 x 8000; decoding alone would take ~200 MB of memory per image
-EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp', '.ppm', '.pgm', '.pbm')
 OUTPUT_SUFFIX = '_det.png'
 log = logging.getLogger('demo')
 
@@ -137,10 +136,9 @@ def list_images(arguments):
         if not os.path.isdir(argument):
             paths.append(argument)
             continue
-        found = sorted(os.path.join(argument, name) for name in os.listdir(argument)
-                       if name.lower().endswith(EXTENSIONS) and not name.endswith(OUTPUT_SUFFIX))
+        found = images.folder_images(argument, skip_suffix=OUTPUT_SUFFIX)
         if not found:
-            problems.append(f"{argument}: no images ({', '.join(EXTENSIONS)}) in this folder")
+            problems.append(f"{argument}: no images ({', '.join(images.EXTENSIONS)}) in this folder")
         paths += found
     return paths, problems
 

@@ -14,7 +14,9 @@ normalisation). For each batch size (1 and 8) the script measures:
 Loads and forwards of the models run interleaved, round after round, so a change of machine load
 hits all alike; the script prints the medians and the median per-round ratios ours / GluonCV
 (target: per image <= 1.0). Our graph exported by ``ssd.onnx_export`` (symbolic batch, standard
-NMS) and run through ``ssd.backends`` by onnxruntime and OpenVINO, when they import, add rows.
+NMS) and run through ``ssd.backends`` by onnxruntime and OpenVINO, when they import, add rows,
+and so does its INT8 version (``deploy.py --int8``'s ``ssd.quantization``, calibrated on the
+sample images).
 No image decoding or resizing is timed.
 
     python benchmarks/bench_infer.py --rounds 5 --load-rounds 3
@@ -108,6 +110,15 @@ def onnx_model(prefix, folder):
         return None
 
 
+def int8_model(onnx_path, folder):
+    """``deploy.py --int8``'s quantization of the export, calibrated on the sample images (the
+    weights are random, so only the speed of the INT8 model means something here)."""
+    from ssd.quantization import calibration_inputs, quantize_onnx
+    names = sorted(n for n in os.listdir(SAMPLES) if n.endswith('.jpg'))
+    inputs = calibration_inputs([os.path.join(SAMPLES, n) for n in names], SHAPE)
+    return quantize_onnx(onnx_path, os.path.join(folder, 'ssd300-int8.onnx'), inputs)
+
+
 def time_load(loader, source, batch, data):
     """(load seconds, first-forward seconds, the loaded model)."""
     start = time.perf_counter()
@@ -123,12 +134,15 @@ def main(argv=None):
         gluon_path, prefix = write_weights(folder, args.seed)
         onnx_path = onnx_model(prefix, folder)
         runtimes = [b for b in ('onnxruntime', 'openvino') if onnx_path and backends.installed(b)]
+        int8_path = int8_model(onnx_path, folder) if 'onnxruntime' in runtimes else None
         print(f"SSD300 vgg16_reduced, 20 classes, random weights, CPU ({os.cpu_count()} cores), "
               f"NMS 0.45 top 400; medians of {args.load_rounds} loads and {args.rounds} steady rounds")
         for batch in args.batches:
             contenders = {'ours': (load_ours, prefix), 'GluonCV': (load_gluoncv, gluon_path)}
             for backend in runtimes:
                 contenders[backend] = (onnx_loader(backend), onnx_path)
+            for backend in runtimes if int8_path else []:
+                contenders[f'{backend} int8'] = (onnx_loader(backend), int8_path)
             report(batch, contenders, args)
 
 
@@ -155,7 +169,7 @@ def report(batch, contenders, args):
         load, first = (statistics.median(t[i] for t in loads[name]) for i in (0, 1))
         ratios = [median_ratio([t[i] for t in loads[name]], [t[i] for t in loads['GluonCV']]) for i in (0, 1)]
         ratios.append(median_ratio(steady[name], steady['GluonCV']))
-        print(f"  {name:<12} {load:8.2f} {first * 1000:9.0f} {statistics.median(steady[name]) * 1000:13.1f}   "
+        print(f"  {name:<16} {load:8.2f} {first * 1000:9.0f} {statistics.median(steady[name]) * 1000:13.1f}   "
               + ', '.join(f'{r:.2f}x' for r in ratios))
 
 

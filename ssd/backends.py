@@ -52,8 +52,9 @@ def make_detector(backend, symbol, arg_params, aux_params, data_shape, batch_siz
         onnx_file = cached_onnx(cache_prefix, symbol, arg_params, aux_params, data_shape)
     elif not os.path.isfile(onnx_file):
         raise FileNotFoundError(f"--onnx {onnx_file} does not exist")
-    runner = _onnxruntime_runner if backend == 'onnxruntime' else _openvino_runner
-    return OnnxDetector(runner(onnx_file), batch_size)
+    if backend == 'onnxruntime':
+        return OnnxDetector(_onnxruntime_runner(onnx_file), batch_size)
+    return OnnxDetector(_openvino_runner(onnx_file, batch_size, data_shape), batch_size, pad=True)
 
 
 def resolve(backend):
@@ -83,15 +84,20 @@ def installed(backend):
 class OnnxDetector:
     """``detect(images)`` -> (b, N, 6) NumPy through an ONNX runtime's ``run(batch)``."""
 
-    def __init__(self, run, batch_size):
+    def __init__(self, run, batch_size, pad=False):
         self.run = run
         self.batch_size = batch_size
+        self.pad = pad  # a runner compiled for exactly batch_size images: fill a short batch with zeros
 
     def detect(self, images):
         images = images.asnumpy() if hasattr(images, 'asnumpy') else np.asarray(images)
-        if images.shape[0] > self.batch_size:
-            raise ValueError(f"{images.shape[0]} images for a batch size of {self.batch_size}")
-        return self.run(np.ascontiguousarray(images, dtype=np.float32))
+        count = images.shape[0]
+        if count > self.batch_size:
+            raise ValueError(f"{count} images for a batch size of {self.batch_size}")
+        images = np.ascontiguousarray(images, dtype=np.float32)
+        if self.pad and count < self.batch_size:
+            images = np.concatenate([images, np.zeros((self.batch_size - count,) + images.shape[1:], np.float32)])
+        return self.run(images)[:count]
 
 
 def _onnxruntime_runner(path):
@@ -103,12 +109,21 @@ def _onnxruntime_runner(path):
     return lambda images: session.run(None, {'data': images})[0]
 
 
-def _openvino_runner(path):
+def _openvino_runner(path, batch_size, data_shape):
     import openvino
-    # f32: on CPUs with bf16 support OpenVINO would otherwise lower the precision
-    compiled = openvino.Core().compile_model(path, 'CPU', {'INFERENCE_PRECISION_HINT': 'f32'})
+    core = openvino.Core()
+    model = core.read_model(path)
+    # Compiled for a fixed input: about 10% faster at batch 1 than the symbolic batch axis, and
+    # OpenVINO 2026.4 runs INT8 (QuantizeLinear/DequantizeLinear) exports with static shapes only.
+    model.reshape({'data': [batch_size, 3] + list(_as_hw(data_shape))})
+    # f32: on CPUs with bf16 support OpenVINO would otherwise lower the precision of float layers
+    compiled = core.compile_model(model, 'CPU', {'INFERENCE_PRECISION_HINT': 'f32'})
     request = compiled.create_infer_request()
     return lambda images: request.infer({'data': images})[0].copy()
+
+
+def _as_hw(data_shape):
+    return [data_shape, data_shape] if isinstance(data_shape, int) else [int(v) for v in data_shape]
 
 
 def cached_onnx(cache_prefix, symbol, arg_params, aux_params, data_shape):

@@ -11,15 +11,25 @@ The pixels are OpenCV's (``mx.image.imdecode(..., flag=1)``: 3 channels RGB, gre
 alpha dropped, 16-bit scaled to 8), the same whether the bytes come from a file or a record.
 """
 import io
+import os
 
 import mxnet as mx
 from PIL import Image, ImageFile, UnidentifiedImageError
 
-__all__ = ['UnreadableImage', 'check_encoded', 'decode', 'read_image']
+__all__ = ['EXTENSIONS', 'UnreadableImage', 'check_encoded', 'decode', 'folder_images', 'read_image']
+
+#: The file name endings taken as images when a folder is given (demo.py, deploy.py --int8)
+EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp', '.ppm', '.pgm', '.pbm')
 
 
 class UnreadableImage(ValueError):
     """An image that cannot be decoded; the message starts with its name."""
+
+
+def folder_images(folder, skip_suffix=None):
+    """The image files of ``folder`` (by ``EXTENSIONS``), sorted; names ending in ``skip_suffix`` left out."""
+    return sorted(os.path.join(folder, name) for name in os.listdir(folder)
+                  if name.lower().endswith(EXTENSIONS) and not (skip_suffix and name.endswith(skip_suffix)))
 
 
 def read_image(path):

@@ -13,11 +13,9 @@ import argparse
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from ssd.annotations import load_coco, load_voc, read_class_names  # noqa: E402
-from ssd.records import write_record_file  # noqa: E402
-from ssd.sources import VOC_CLASSES  # noqa: E402
+from ssd.annotations import load_coco, load_voc, read_class_names  # the installed package (pip install -e .)
+from ssd.records import write_record_file
+from ssd.sources import VOC_CLASSES
 
 
 def parse_args(argv=None):

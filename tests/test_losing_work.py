@@ -185,6 +185,8 @@ def test_kill_9_and_ctrl_c_at_random_moments_never_leave_a_broken_newest_epoch(d
         if not last:
             wait_for_sidecar(process, prefix, newest + 1)
             time.sleep(moments.uniform(0, 1.0))
+            assert process.poll() is None, f'run {attempt} ended before the stop: ' + \
+                process.communicate()[1].decode(errors='replace')[-3000:]
             os.killpg(process.pid, signal.SIGINT if ctrl_c else signal.SIGKILL)
         stderr = process.communicate(timeout=120)[1].decode(errors='replace')
         if newest:

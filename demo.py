@@ -9,7 +9,7 @@
 For every image it prints one line per detection (class, score, box ``[xmin, ymin, xmax, ymax]``
 in pixels of the original image) and saves ``NAME_det.png`` (boxes, class names, scores) beside
 the image or into ``--out-dir``. Images are decoded and resized exactly as validation does
-(``ssd.images``, ``ssd.dataset``); grey, palette, RGBA (alpha dropped) and 16-bit images are
+(``ssd.data.images``, ``ssd.data.dataset``); grey, palette, RGBA (alpha dropped) and 16-bit images are
 converted to 8-bit RGB. A file that is missing, not an image, truncated or corrupt, or larger than
 ``--max-pixels`` (checked from its header, before decoding) is reported by name and skipped, the
 other images are still processed, and the exit status is then 2. Bad option values (a ``--thresh``
@@ -27,10 +27,11 @@ import warnings
 import mxnet as mx
 from PIL import Image, UnidentifiedImageError
 
-from ssd import checkpoint, images, models, options
-from ssd.annotations import read_class_names
-from ssd.dataset import preprocess
-from ssd import backends
+from ssd import checkpoint, options
+from ssd.data import images
+from ssd.data.annotations import read_class_names
+from ssd.data.dataset import preprocess
+from ssd.inference import backends, models
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SAMPLES = os.path.join(HERE, 'examples', 'images')
@@ -200,7 +201,7 @@ def run(detector, model, paths, args, failures):
 
 
 def read_image(path, max_pixels=MAX_PIXELS):
-    """HWC uint8 RGB NDArray of ``path``, decoded and checked as validation decodes (``ssd.images``:
+    """HWC uint8 RGB NDArray of ``path``, decoded and checked as validation decodes (``ssd.data.images``:
     3 channels, grey repeated, alpha dropped, 16-bit scaled to 8; truncated files refused). The
     size is read from the header first, so an image above ``max_pixels`` is refused before any
     pixel is decoded."""

@@ -15,11 +15,11 @@ bilinear), RGB pixels minus the mean pixel (123.675, 116.28, 103.53). Its output
 rows ``[class_id, score, xmin, ymin, xmax, ymax]`` with corners normalised to [0, 1] (multiply by
 the original width/height) and ``class_id`` -1 for suppressed or empty rows.
 
-``--onnx FILE`` also exports the graph to ONNX with ``ssd.onnx_export`` (exit status 1 when that
+``--onnx FILE`` also exports the graph to ONNX with ``ssd.export.onnx`` (exit status 1 when that
 fails; the MXNet files are written first), NMS as ONNX NonMaxSuppression unless ``--onnx-nms
 exact`` asks for the Loop that keeps MXNet's order among tied scores; its batch axis is symbolic (any batch size) unless
 ``--batch-size`` fixes it. ``--int8 FOLDER`` makes that file an INT8 model instead
-(``ssd.quantization``: convolutions in INT8, calibrated on the images of FOLDER).
+(``ssd.export.quantization``: convolutions in INT8, calibrated on the images of FOLDER).
 """
 import argparse
 import logging
@@ -27,8 +27,10 @@ import os
 import sys
 import tempfile
 
-from ssd import checkpoint, images, models, options
-from ssd.annotations import read_class_names
+from ssd import checkpoint, options
+from ssd.data import images
+from ssd.data.annotations import read_class_names
+from ssd.inference import models
 
 log = logging.getLogger('deploy')
 CALIBRATION_IMAGES = 100  # more changed the shipped model's INT8 mAP by < 0.003
@@ -111,15 +113,15 @@ def write_deploy(model, prefix):
 
 
 def export_onnx(model, path, batch_size, opset=None, nms='standard', calibration=None):
-    """``ssd.onnx_export.export_onnx`` (which writes atomically) on the deploy graph; with
+    """``ssd.export.onnx.export_onnx`` (which writes atomically) on the deploy graph; with
     ``calibration`` inputs, the float export goes to a temporary file and ``path`` gets its
-    INT8 version (``ssd.quantization``)."""
-    from ssd.onnx_export import export_onnx as export  # needs the optional onnx package: only when asked
+    INT8 version (``ssd.export.quantization``)."""
+    from ssd.export.onnx import export_onnx as export  # needs the optional onnx package: only when asked
     options = {'nms': nms} if opset is None else {'opset': opset, 'nms': nms}
     if calibration is None:
         export(model.symbol, model.arg_params, model.aux_params, model.data_shape, batch_size, path, **options)
         return
-    from ssd.quantization import quantize_onnx
+    from ssd.export.quantization import quantize_onnx
     with tempfile.TemporaryDirectory() as folder:
         float_path = export(model.symbol, model.arg_params, model.aux_params, model.data_shape, batch_size,
                             os.path.join(folder, 'float.onnx'), **options)
@@ -128,7 +130,7 @@ def export_onnx(model, path, batch_size, opset=None, nms='standard', calibration
 
 def calibration_images(folder, data_shape):
     """The network inputs of the first ``CALIBRATION_IMAGES`` images of ``folder``."""
-    from ssd.quantization import calibration_inputs
+    from ssd.export.quantization import calibration_inputs
     paths = images.folder_images(folder)[:CALIBRATION_IMAGES]
     if not paths:
         raise ValueError(f"{folder} holds no images ({', '.join(images.EXTENSIONS)})")

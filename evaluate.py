@@ -4,7 +4,7 @@
         --network vgg16_reduced --data-shape 300 --prefix model/ssd --epoch 240
 
 Uses the same inference graph, NMS and AP code as the validation inside train.py: VOC AP by
-the devkit's rules, in pixels of the original images (``ssd.evaluation``). ``--save-detections
+the devkit's rules, in pixels of the original images (``ssd.inference.evaluation``). ``--save-detections
 FILE`` writes a JSON list of ``{"image", "set", "class", "score", "box"}`` (the dataset's own
 image ids, boxes ``[xmin, ymin, xmax, ymax]`` in pixels); ``--results-dir DIR`` writes the VOC
 devkit's ``comp4_det_<split>_<class>.txt`` files, or COCO's results JSON for ``--dataset coco``;
@@ -17,12 +17,13 @@ import sys
 
 import mxnet as mx
 
-from ssd import backends, checkpoint, models, options, results
-from ssd.annotations import read_class_names
-from ssd.dataset import DetectionDataset, EpochSampler, label_width
-from ssd.evaluation import VOCEvaluator, coco_ap, format_ap_table
-from ssd.inference import contexts, evaluate_loader
-from ssd.sources import DataSpec, open_split, report_problems
+from ssd import checkpoint, options
+from ssd.data.annotations import read_class_names
+from ssd.data.dataset import DetectionDataset, EpochSampler, label_width
+from ssd.data.sources import DataSpec, open_split, report_problems
+from ssd.inference import backends, models, results
+from ssd.inference.detector import contexts, evaluate_loader
+from ssd.inference.evaluation import VOCEvaluator, coco_ap, format_ap_table
 
 log = logging.getLogger('evaluate')
 

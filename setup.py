@@ -1,5 +1,5 @@
 """multibox: MXNet's MultiBoxPrior/Target/Detection as Gluon HybridBlocks, plus an SSD toolkit."""
-from setuptools import setup
+from setuptools import find_packages, setup
 
 setup(
     name='multibox',
@@ -7,7 +7,7 @@ setup(
     description="Exact, exportable Gluon reimplementation of MXNet's contrib MultiBox operators, "
                 "with SSD symbol builders and training/demo scripts",
     python_requires='>=3.8',
-    packages=['multibox', 'symbols', 'ssd'],
+    packages=find_packages(include=['multibox', 'symbols', 'ssd', 'ssd.*']),
     # MXNet itself comes from an extra: the CPU wheel ("mxnet") and the CUDA 11.2 wheel
     # ("mxnet-cu112") are different distributions that must not be installed together.
     install_requires=[
@@ -23,7 +23,7 @@ setup(
     extras_require={
         'cpu': ['mxnet==1.9.1'],
         'gpu': ['mxnet-cu112==1.9.1'],
-        # ONNX export (ssd.onnx_export); onnxruntime and OpenVINO run the exported model
+        # ONNX export (ssd.export.onnx); onnxruntime and OpenVINO run the exported model
         'onnx': ['onnx', 'onnxruntime', 'openvino'],
         'test': ['pytest', 'onnx', 'onnxruntime', 'openvino'],
     },

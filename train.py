@@ -7,7 +7,7 @@
 
 Writes ``PREFIX-symbol.json``, ``PREFIX-%04d.params`` (+ ``.states``, ``.json``) every epoch,
 ``PREFIX-best.params``, ``PREFIX-metrics.csv`` / ``.png`` and a log file. The script parses the
-options into an ``ssd.training.TrainConfig`` and runs ``ssd.training.train``.
+options into an ``ssd.training.engine.TrainConfig`` and runs ``ssd.training.engine.train``.
 """
 import signal
 import sys
@@ -23,7 +23,7 @@ import dataclasses
 import logging
 import os
 
-from ssd import distwatch
+from ssd.training import distwatch
 
 try:  # before mxnet, whose import runs the server and scheduler roles of --kv-store dist_*
     distwatch.prepare_role()
@@ -32,7 +32,8 @@ except ValueError as bad_setting:
     sys.exit(2)
 
 import symbols
-from ssd import checkpoint, options, training
+from ssd import checkpoint, options
+from ssd.training import engine
 
 log = logging.getLogger('train')
 
@@ -107,11 +108,11 @@ def main(argv=None):
     if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:  # from here on Ctrl-C saves what there is
         signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
-        return training.train(config_from_args(args))
+        return engine.train(config_from_args(args))
     except KeyboardInterrupt:
         log.warning('interrupted before the first epoch ended: nothing saved')
         return 130
-    except (training.NonFiniteLoss, checkpoint.WriteError) as error:
+    except (engine.NonFiniteLoss, checkpoint.WriteError) as error:
         log.error('%s', error)
         return 1
     except (ValueError, FileNotFoundError) as error:
@@ -121,8 +122,8 @@ def main(argv=None):
 
 def config_from_args(args):
     """The engine's ``TrainConfig`` from the parsed options (lists become tuples)."""
-    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(training.TrainConfig)}
-    return training.TrainConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(engine.TrainConfig)}
+    return engine.TrainConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
 
 
 def setup_logging(path):

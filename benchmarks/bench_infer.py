@@ -13,9 +13,9 @@ normalisation). For each batch size (1 and 8) the script measures:
 
 Loads and forwards of the models run interleaved, round after round, so a change of machine load
 hits all alike; the script prints the medians and the median per-round ratios ours / GluonCV
-(target: per image <= 1.0). Our graph exported by ``ssd.onnx_export`` (symbolic batch, standard
-NMS) and run through ``ssd.backends`` by onnxruntime and OpenVINO, when they import, add rows,
-and so does its INT8 version (``deploy.py --int8``'s ``ssd.quantization``, calibrated on the
+(target: per image <= 1.0). Our graph exported by ``ssd.export.onnx`` (symbolic batch, standard
+NMS) and run through ``ssd.inference.backends`` by onnxruntime and OpenVINO, when they import, add rows,
+and so does its INT8 version (``deploy.py --int8``'s ``ssd.export.quantization``, calibrated on the
 sample images).
 No image decoding or resizing is timed.
 
@@ -31,9 +31,10 @@ import mxnet as mx
 from gluoncv.model_zoo import get_model
 
 import symbols
-from ssd import backends, checkpoint
-from ssd.dataset import preprocess
-from ssd.inference import Detector
+from ssd import checkpoint
+from ssd.data.dataset import preprocess
+from ssd.inference import backends
+from ssd.inference.detector import Detector
 from symbols import convert
 
 SHAPE, NAME = 300, 'ssd_300_vgg16_atrous_voc'
@@ -92,7 +93,7 @@ def load_gluoncv(path, batch):
 
 
 def onnx_loader(backend):
-    """Loader of the ONNX file through ``ssd.backends`` (as demo.py --backend runs it)."""
+    """Loader of the ONNX file through ``ssd.inference.backends`` (as demo.py --backend runs it)."""
     def load(path, batch):
         return backends.make_detector(backend, None, None, None, SHAPE, batch, [mx.cpu()],
                                       onnx_file=path).detect
@@ -102,7 +103,7 @@ def onnx_loader(backend):
 def onnx_model(prefix, folder):
     """The ONNX file of our graph (symbolic batch, standard NMS), or None if onnx is missing."""
     try:
-        from ssd.onnx_export import export_onnx
+        from ssd.export.onnx import export_onnx
         arg, aux = checkpoint.load_params(checkpoint.params_path(prefix, 0))
         return export_onnx(our_symbol(), arg, aux, SHAPE, None, os.path.join(folder, 'ssd300.onnx'))
     except ImportError as error:
@@ -113,7 +114,7 @@ def onnx_model(prefix, folder):
 def int8_model(onnx_path, folder):
     """``deploy.py --int8``'s quantization of the export, calibrated on the sample images (the
     weights are random, so only the speed of the INT8 model means something here)."""
-    from ssd.quantization import calibration_inputs, quantize_onnx
+    from ssd.export.quantization import calibration_inputs, quantize_onnx
     names = sorted(n for n in os.listdir(SAMPLES) if n.endswith('.jpg'))
     inputs = calibration_inputs([os.path.join(SAMPLES, n) for n in names], SHAPE)
     return quantize_onnx(onnx_path, os.path.join(folder, 'ssd300-int8.onnx'), inputs)

@@ -2,10 +2,10 @@
 
 One iteration is everything a training epoch does per batch: JPEG decoding and augmentation in
 the DataLoader workers, forward, backward, optimizer update, and reading the losses back. Both
-sides read the same synthetic VOC-layout images (``ssd.synthetic``, 4 classes) with the same
+sides read the same synthetic VOC-layout images (``ssd.data.synthetic``, 4 classes) with the same
 batch size and number of worker processes:
 
-- ours: exactly train.py's engine, ``ssd.training`` (``make_loader``: ``DetectionDataset`` +
+- ours: exactly train.py's engine, ``ssd.training.engine`` (``make_loader``: ``DetectionDataset`` +
   ``EpochSampler`` in a process-pool DataLoader; ``build_module``: the vgg16_reduced 300 training
   Module with MultiBoxTarget in the graph, SGD; an epoch is ``run_epoch``: per batch
   ``forward_backward``, ``batch_losses``, ``update``);
@@ -39,9 +39,10 @@ from gluoncv.data.transforms.presets.ssd import SSDDefaultTrainTransform
 from gluoncv.loss import SSDMultiBoxLoss
 from gluoncv.model_zoo import get_model
 
-from ssd import synthetic, training
-from ssd.dataset import label_width
-from ssd.inference import contexts
+from ssd.data import synthetic
+from ssd.data.dataset import label_width
+from ssd.inference.detector import contexts
+from ssd.training import engine
 
 SHAPE = 300
 
@@ -60,7 +61,7 @@ def make_dataset(root, num_train, num_test, seed):
     """The synthetic set with ``num_train`` training images that all hold objects.
 
     GluonCV's ``SSDDefaultTrainTransform`` fails on an image without objects (Pascal VOC has
-    none), while ``ssd.synthetic`` leaves about 5% of its images empty: both sides train on the
+    none), while ``ssd.data.synthetic`` leaves about 5% of its images empty: both sides train on the
     first ``num_train`` non-empty images instead.
     """
     synthetic.generate(root, 2 * num_train + 8, num_test, seed)
@@ -79,20 +80,20 @@ def _has_objects(root, name):
 def ours(root, args):
     """train.py's training loader and Module; returns ``(loader, its workers, epoch)``, where
     ``epoch(batches)`` is the engine's ``run_epoch`` over ``batches``."""
-    config = training.TrainConfig(dataset='synthetic', data_root=root, network='vgg16_reduced', data_shape=SHAPE,
+    config = engine.TrainConfig(dataset='synthetic', data_root=root, network='vgg16_reduced', data_shape=SHAPE,
                                   batch_size=args.batch_size, num_workers=args.num_workers, seed=args.seed,
                                   optimizer='sgd', max_expand=4)  # GluonCV's optimizer and zoom-out
     mx.random.seed(args.seed)
-    train_split, val_split = training.open_splits(config)
+    train_split, val_split = engine.open_splits(config)
     width = label_width(train_split.source, val_split.source)
     kv = mx.kv.create(config.kv_store)
-    loader, workers = with_new_workers(lambda: training.make_loader(train_split.source, config, width, True, kv))
+    loader, workers = with_new_workers(lambda: engine.make_loader(train_split.source, config, width, True, kv))
     ctx = contexts(config.gpus, config.num_cpu_contexts)
-    optimizer = training.make_optimizer(config, 0, len(loader), len(ctx))
-    module = training.build_module(config, len(train_split.class_names), width, ctx, kv, optimizer)
+    optimizer = engine.make_optimizer(config, 0, len(loader), len(ctx))
+    module = engine.build_module(config, len(train_split.class_names), width, ctx, kv, optimizer)
 
     def epoch(batches):
-        training.run_epoch(module, optimizer, batches, 0, config, train_split.source)
+        engine.run_epoch(module, optimizer, batches, 0, config, train_split.source)
     return loader, workers, epoch
 
 

@@ -2,7 +2,7 @@
 
     python examples/make_sample_images.py
 
-Each image is ``ssd.synthetic.draw_image(np.random.RandomState(SEED))`` (the generator of the
+Each image is ``ssd.data.synthetic.draw_image(np.random.RandomState(SEED))`` (the generator of the
 training set, four shape classes); the training and test sets draw from RandomState(0), so these
 are images the shipped model never saw. ``ground_truth.json`` lists each image's objects as
 ``{"class", "box": [xmin, ymin, xmax, ymax]}`` in pixels.
@@ -14,7 +14,7 @@ import os
 import cv2
 import numpy as np
 
-from ssd.synthetic import draw_image
+from ssd.data.synthetic import draw_image
 
 SEEDS = (1003, 1006, 1008, 1009)  # together they hold every class
 FOLDER = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'images')

@@ -42,7 +42,7 @@ def get_symbol_train(network, num_classes, data_shape, nms_thresh=NMS_THRESH, fo
     Symbol groups four outputs: ``cls_prob`` (B, C+1, N) (SoftmaxOutput loss on the class
     targets, ignore -1, "valid" normalisation), ``loc_loss`` (B, 4N) (smooth-L1 on the masked
     box offsets), and two gradient-free monitoring outputs: ``cls_label`` (B, N) and the
-    detections ``det_out`` (B, N, 6) (mxnet-ssd validates with them; ``ssd.training`` trains the
+    detections ``det_out`` (B, N, 6) (mxnet-ssd validates with them; ``ssd.training.engine`` trains the
     first three only). ``minimum_negative_samples``: hard negatives taken from each image without
     objects (see ``training_graph``).
     """

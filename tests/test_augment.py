@@ -1,4 +1,4 @@
-"""ssd.augment gives exactly GluonCV's SSD training augmentation (same random draws, same results)."""
+"""ssd.data.augment gives exactly GluonCV's SSD training augmentation (same random draws, same results)."""
 import random
 
 import mxnet as mx
@@ -8,8 +8,8 @@ from gluoncv.data.transforms import image as gimage
 from gluoncv.data.transforms.experimental import bbox as gluoncv_bbox
 from gluoncv.data.transforms.presets.ssd import SSDDefaultTrainTransform
 
-from ssd import augment
-from ssd.dataset import MEAN, STD
+from ssd.data import augment
+from ssd.data.dataset import MEAN, STD
 
 pytestmark = pytest.mark.parity
 

@@ -1,4 +1,4 @@
-"""demo.py and evaluate.py give the same detections whatever the backend (ssd.backends)."""
+"""demo.py and evaluate.py give the same detections whatever the backend (ssd.inference.backends)."""
 import glob
 import json
 import os
@@ -8,7 +8,8 @@ import pytest
 
 import demo
 import evaluate
-from ssd import backends, synthetic
+from ssd.data import synthetic
+from ssd.inference import backends
 from ssd.options import SHIPPED_EPOCH
 
 pytestmark = pytest.mark.e2e

@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 
 import evaluate
-from ssd import annotations
-from ssd.evaluation import coco_ap
-from ssd.results import coco_results
-from ssd.synthetic import CLASSES, draw_image
+from ssd.data import annotations
+from ssd.data.synthetic import CLASSES, draw_image
+from ssd.inference.evaluation import coco_ap
+from ssd.inference.results import coco_results
 from tiny_ssd import save_checkpoint
 
 pytestmark = pytest.mark.e2e

@@ -5,9 +5,10 @@ import mxnet as mx
 import numpy as np
 import pytest
 
-from ssd import annotations, checkpoint, sources, synthetic
-from ssd.dataset import DetectionDataset, EpochSampler, FileSource, label_width
-from ssd.records import RecordSource, pack_label, unpack_label, write_record_file
+from ssd import checkpoint
+from ssd.data import annotations, sources, synthetic
+from ssd.data.dataset import DetectionDataset, EpochSampler, FileSource, label_width
+from ssd.data.records import RecordSource, pack_label, unpack_label, write_record_file
 
 pytestmark = pytest.mark.e2e
 

@@ -14,8 +14,8 @@ import pytest
 from PIL import Image
 
 import demo
-from ssd.annotations import Record
-from ssd.dataset import DetectionDataset, FileSource, preprocess
+from ssd.data.annotations import Record
+from ssd.data.dataset import DetectionDataset, FileSource, preprocess
 from tiny_ssd import SHAPE, save_checkpoint, write_image
 
 pytestmark = pytest.mark.e2e

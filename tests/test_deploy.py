@@ -124,7 +124,7 @@ def test_onnx_export_calls_the_exporter(prefix, tmp_path, monkeypatch):
         calls.append((symbol, set(arg_params), data_shape, batch_size, opset, nms))
         with open(path, 'w') as f:
             f.write('onnx')
-    monkeypatch.setitem(sys.modules, 'ssd.onnx_export', types.SimpleNamespace(export_onnx=export_onnx))
+    monkeypatch.setitem(sys.modules, 'ssd.export.onnx', types.SimpleNamespace(export_onnx=export_onnx))
     target = tmp_path / 'model.onnx'
     arguments = ['--prefix', prefix, '--epoch', '1', '--onnx', str(target), '--onnx-opset', '13', '--batch-size', '2',
                  '--onnx-nms', 'exact']

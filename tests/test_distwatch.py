@@ -1,10 +1,10 @@
-"""ssd.distwatch's settings: the timeout variable, heartbeat interval and lost-node delay.
+"""ssd.training.distwatch's settings: the timeout variable, heartbeat interval and lost-node delay.
 
 The watch itself (a killed worker, Ctrl-C) runs in tests/test_train.py on 127.0.0.1.
 """
 import pytest
 
-from ssd import distwatch
+from ssd.training import distwatch
 
 pytestmark = pytest.mark.unit
 

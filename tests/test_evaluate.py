@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import evaluate
-from ssd import annotations, synthetic
+from ssd.data import annotations, synthetic
 from ssd.options import SHIPPED_EPOCH
 from test_evaluation import devkit_ap
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from gluoncv.utils.metrics.voc_detection import VOC07MApMetric
 
-from ssd.evaluation import VOCEvaluator, average_precision, pixel_detections, pixel_iou
+from ssd.inference.evaluation import VOCEvaluator, average_precision, pixel_detections, pixel_iou
 
 
 def devkit_ap(detections, truths, class_id, overlap=0.5, voc07=True):

@@ -6,7 +6,7 @@ import sys
 import pytest
 
 from full_disk import FILL, ROOT, run_in_tmpfs
-from ssd import synthetic
+from ssd.data import synthetic
 from ssd.options import SHIPPED_EPOCH
 
 pytestmark = pytest.mark.e2e

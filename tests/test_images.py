@@ -1,4 +1,4 @@
-"""ssd.images: truncated, header-only and mislabelled images are refused by name, good ones decode as
+"""ssd.data.images: truncated, header-only and mislabelled images are refused by name, good ones decode as
 OpenCV (``mx.image.imread``) decodes them, and a dataset skips and counts what it cannot decode."""
 import io
 
@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile
 
-from ssd import images
-from ssd.annotations import Record
-from ssd.dataset import DetectionDataset, FileSource, NoReadableImages
+from ssd.data import images
+from ssd.data.annotations import Record
+from ssd.data.dataset import DetectionDataset, FileSource, NoReadableImages
 from tiny_ssd import write_image
 
 pytestmark = pytest.mark.unit

@@ -19,7 +19,8 @@ import pytest
 
 import train
 from test_train import data_root, log_text  # noqa: F401  (the fixture and helper of the tiny set)
-from ssd import checkpoint, training
+from ssd import checkpoint
+from ssd.training import engine
 from full_disk import FILL, run_in_tmpfs
 
 pytestmark = pytest.mark.e2e
@@ -104,8 +105,8 @@ def test_ctrl_c_while_saving_finishes_the_save_and_exits_130(data_root, tmp_path
 
         monkeypatch.setattr(mx.nd, 'save', interrupted_save)
     else:
-        real_plot = training.MetricsLog._plot
-        monkeypatch.setattr(training.MetricsLog, '_plot', lambda log, path: (send_sigint(), real_plot(log, path)))
+        real_plot = engine.MetricsLog._plot
+        monkeypatch.setattr(engine.MetricsLog, '_plot', lambda log, path: (send_sigint(), real_plot(log, path)))
     prefix = tmp_path / 'ssd'
     assert run_train(data_root, prefix, '--end-epoch', '3') == 130
     assert checkpoint.complete_epochs(str(prefix)) == [1]  # saved once, as a regular epoch
@@ -117,7 +118,7 @@ def test_ctrl_c_while_saving_finishes_the_save_and_exits_130(data_root, tmp_path
 
 
 def test_ctrl_c_during_validation_saves_the_epoch_once(data_root, tmp_path, monkeypatch):
-    monkeypatch.setattr(training, 'evaluate_loader', lambda *args: send_sigint() or time.sleep(5))
+    monkeypatch.setattr(engine, 'evaluate_loader', lambda *args: send_sigint() or time.sleep(5))
     prefix = tmp_path / 'ssd'
     assert run_train(data_root, prefix, '--end-epoch', '3', '--val-interval', '1') == 130
     assert checkpoint.complete_epochs(str(prefix)) == [1] and sidecar(prefix, 1)['interrupted'] is True
@@ -125,7 +126,7 @@ def test_ctrl_c_during_validation_saves_the_epoch_once(data_root, tmp_path, monk
 
 
 def test_ctrl_c_before_the_first_epoch_exits_130_saving_nothing(data_root, tmp_path, monkeypatch):
-    monkeypatch.setattr(training, 'make_loader', lambda *args, **kwargs: send_sigint() or time.sleep(5))
+    monkeypatch.setattr(engine, 'make_loader', lambda *args, **kwargs: send_sigint() or time.sleep(5))
     prefix = tmp_path / 'ssd'
     assert run_train(data_root, prefix, '--end-epoch', '3') == 130
     assert 'interrupted before the first epoch ended: nothing saved' in log_text(prefix)

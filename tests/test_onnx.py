@@ -1,4 +1,4 @@
-"""ONNX export (``ssd.onnx_export``) run by onnxruntime against MXNet on the same inputs.
+"""ONNX export (``ssd.export.onnx``) run by onnxruntime against MXNet on the same inputs.
 
 * MultiBoxPrior / MultiBoxDetection graphs alone: bit-exact, on inputs full of score ties,
   duplicate boxes and suppressions (the converters reproduce MXNet's operators exactly), with
@@ -16,7 +16,7 @@ import onnxruntime as ort
 import pytest
 
 import multibox.symbol as mbs
-from ssd.onnx_export import NMS_MODES, OnnxExportError, export_onnx, to_onnx_model
+from ssd.export.onnx import NMS_MODES, OnnxExportError, export_onnx, to_onnx_model
 from symbols.ssd import get_symbol
 
 pytestmark = pytest.mark.e2e

@@ -19,9 +19,10 @@ import openvino
 import pytest
 
 import train
-from ssd import models, synthetic
-from ssd.dataset import preprocess
-from ssd.onnx_export import export_onnx
+from ssd.data import synthetic
+from ssd.data.dataset import preprocess
+from ssd.export.onnx import export_onnx
+from ssd.inference import models
 from ssd.options import SHIPPED_EPOCH, SHIPPED_PREFIX
 from test_onnx import assert_same_rows, module_detections
 

@@ -10,7 +10,8 @@ import deploy
 import evaluate
 import symbols.ssd
 import train
-from ssd import models, options
+from ssd import options
+from ssd.inference import models
 
 pytestmark = pytest.mark.unit
 

@@ -11,7 +11,7 @@ import pytest
 
 import deploy
 import evaluate
-from ssd import synthetic
+from ssd.data import synthetic
 from ssd.options import SHIPPED_EPOCH
 
 pytestmark = pytest.mark.e2e

@@ -15,7 +15,8 @@ import pytest
 
 import evaluate
 import train
-from ssd import synthetic, training
+from ssd.data import synthetic
+from ssd.training import engine
 
 pytestmark = pytest.mark.e2e
 
@@ -88,7 +89,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(data_root, tmp
 
 def test_ctrl_c_saves_before_exiting(data_root, tmp_path, monkeypatch):
     calls = []
-    real = training.batch_losses
+    real = engine.batch_losses
 
     def interrupted(outputs):
         calls.append(1)
@@ -96,7 +97,7 @@ def test_ctrl_c_saves_before_exiting(data_root, tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return real(outputs)
 
-    monkeypatch.setattr(training, 'batch_losses', interrupted)
+    monkeypatch.setattr(engine, 'batch_losses', interrupted)
     prefix = tmp_path / 'ssd'
     assert run_train(data_root, prefix, '--end-epoch', '2') == 130
     assert json.load(open(f'{prefix}-0001.json'))['interrupted'] is True

@@ -1,12 +1,13 @@
-"""ssd.training's pieces on small hand-made inputs: configuration, initialiser, schedule, checkpoints."""
+"""ssd.training.engine's pieces on small hand-made inputs: configuration, initialiser, schedule, checkpoints."""
 import os
 
 import mxnet as mx
 import pytest
 
 import train
-from ssd import checkpoint, training
-from ssd.training import TrainConfig
+from ssd import checkpoint
+from ssd.training import engine
+from ssd.training.engine import TrainConfig
 
 pytestmark = pytest.mark.unit
 
@@ -28,17 +29,17 @@ def test_weights_start_at_he_fan_in_scale():
     # sqrt(2/(9*256)) for 256 channels; behind BatchNorm such small weights get a huge effective
     # learning rate, and from-scratch MobileNet training diverged in its first steps.
     depthwise = mx.nd.zeros((256, 1, 3, 3))
-    training.INITIALIZER(mx.init.InitDesc('mobilenet_conv25_weight'), depthwise)
+    engine.INITIALIZER(mx.init.InitDesc('mobilenet_conv25_weight'), depthwise)
     assert abs(float(depthwise.asnumpy().std()) - (2 / 9) ** 0.5) < 0.03
     bias = mx.nd.ones((8,))
-    training.INITIALIZER(mx.init.InitDesc('relu10_cls_pred_conv_bias'), bias)
+    engine.INITIALIZER(mx.init.InitDesc('relu10_cls_pred_conv_bias'), bias)
     assert not bias.asnumpy().any()
 
 
 @pytest.mark.parametrize('mode', ['step', 'cosine'])
 def test_learning_rate_schedule_warms_up_then_decays(mode):
     config = TrainConfig(lr=0.01, lr_mode=mode, lr_steps=(3,), lr_factor=0.1, warmup_epochs=1, end_epoch=4)
-    scheduler = training.make_optimizer(config, begin_epoch=0, batches_per_epoch=10, num_devices=1).lr_scheduler
+    scheduler = engine.make_optimizer(config, begin_epoch=0, batches_per_epoch=10, num_devices=1).lr_scheduler
     assert scheduler(0) == pytest.approx(0.0001)  # warm-up starts at lr / 100
     assert scheduler(10) == pytest.approx(0.01)  # full lr once the first epoch is done
     if mode == 'step':
@@ -63,7 +64,7 @@ def test_save_writes_optimizer_states_unless_a_parameter_server_keeps_them(tmp_p
     module.forward_backward(mx.io.DataBatch(data=[mx.nd.array([[1, 2]])]))
     module.update()  # weight (1, 1) - 0.5 * (1, 2); bias 0 (initialisers zero biases) - 0.5 * 1
     prefix = str(tmp_path / 'net')
-    training.save(module, prefix, 3, {'epoch': 3}, distributed)
+    engine.save(module, prefix, 3, {'epoch': 3}, distributed)
     arg, _ = checkpoint.load_params(checkpoint.params_path(prefix, 3))
     assert arg['fc_weight'].asnumpy().tolist() == [[0.5, 0.0]] and arg['fc_bias'].asnumpy().tolist() == [-0.5]
     assert os.path.isfile(checkpoint.states_path(prefix, 3)) is not distributed

@@ -5,7 +5,7 @@ import numpy as np
 
 import symbols
 from ssd import checkpoint
-from ssd.synthetic import CLASSES, draw_image
+from ssd.data.synthetic import CLASSES, draw_image
 
 NETWORK, SHAPE = 'mobilenet0.25', 128
 

@@ -13,9 +13,9 @@ import argparse
 import os
 import sys
 
-from ssd.annotations import load_coco, load_voc, read_class_names  # the installed package (pip install -e .)
-from ssd.records import write_record_file
-from ssd.sources import VOC_CLASSES
+from ssd.data.annotations import load_coco, load_voc, read_class_names  # the installed package (pip install -e .)
+from ssd.data.records import write_record_file
+from ssd.data.sources import VOC_CLASSES
 
 
 def parse_args(argv=None):

@@ -27,12 +27,13 @@ import numpy as np
 from tqdm import tqdm
 
 import symbols
-from . import checkpoint, distwatch, interrupts
-from .annotations import read_class_names
-from .dataset import DetectionDataset, EpochSampler, label_width
-from .evaluation import VOCEvaluator, format_ap_table
-from .inference import Detector, contexts, evaluate_loader
-from .sources import DataSpec, open_split, report_problems
+from ssd import checkpoint, interrupts
+from ssd.data.annotations import read_class_names
+from ssd.data.dataset import DetectionDataset, EpochSampler, label_width
+from ssd.data.sources import DataSpec, open_split, report_problems
+from ssd.inference.detector import Detector, contexts, evaluate_loader
+from ssd.inference.evaluation import VOCEvaluator, format_ap_table
+from . import distwatch
 
 __all__ = ['TrainConfig', 'NonFiniteLoss', 'INITIALIZER', 'train', 'open_splits', 'first_epoch',
            'make_loader', 'build_module', 'initial_params', 'make_optimizer', 'run_epoch',

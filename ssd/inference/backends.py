@@ -1,7 +1,7 @@
 """Inference backends: MXNet, or the ONNX export run by onnxruntime or OpenVINO.
 
-Every detector has ``ssd.inference.Detector``'s interface: ``detect(images)`` with images
-(b, 3, S, S) (NDArray or NumPy, float32, preprocessed as ``ssd.dataset.preprocess`` does) and
+Every detector has ``ssd.inference.detector.Detector``'s interface: ``detect(images)`` with images
+(b, 3, S, S) (NDArray or NumPy, float32, preprocessed as ``ssd.data.dataset.preprocess`` does) and
 b <= its batch size, returning (b, N, 6) NumPy rows ``[class_id, score, xmin, ymin, xmax,
 ymax]`` (normalised corners, class_id -1 for empty rows), the rows MXNet gives
 (``tests/test_backends.py``). The ONNX model is exported once with a symbolic batch axis
@@ -15,7 +15,7 @@ import os
 
 import numpy as np
 
-from .inference import Detector
+from .detector import Detector
 
 __all__ = ['BACKENDS', 'BackendUnavailable', 'make_detector', 'resolve', 'installed', 'cached_onnx']
 
@@ -132,7 +132,7 @@ def cached_onnx(cache_prefix, symbol, arg_params, aux_params, data_shape):
     ``CACHE_PREFIX-<key>.onnx`` (written atomically); without a prefix, or where the folder
     is not writable, a file in the temporary folder.
     """
-    from .onnx_export import export_onnx
+    from ssd.export.onnx import export_onnx
     key = _fingerprint(symbol, {**arg_params, **aux_params}, data_shape)
     if cache_prefix is None or not os.access(os.path.dirname(os.path.abspath(cache_prefix)), os.W_OK):
         import tempfile

@@ -10,8 +10,8 @@ AMX); elsewhere the model can be slower than the float one (docs/benchmarks.md).
 """
 import numpy as np
 
-from .dataset import preprocess
-from .images import read_image
+from ssd.data.dataset import preprocess
+from ssd.data.images import read_image
 
 __all__ = ['calibration_inputs', 'depthwise', 'quantize_onnx']
 

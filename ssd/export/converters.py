@@ -5,7 +5,7 @@ Each converter has mx2onnx's signature ``convert(node, **kwargs)``: ``node`` is 
 node, ``kwargs`` carries ``outputs_lookup`` (names and dtypes of converted outputs),
 ``initializer`` (list of constant tensors) and ``opset_version``. It returns ONNX nodes, the
 last output being named after the MXNet node, plus the output dtypes when they cannot be taken
-from the first input. :mod:`ssd.onnx_export` installs them for the duration of an export.
+from the first input. :mod:`ssd.export.onnx` installs them for the duration of an export.
 
 Every converter reproduces the MXNet 1.9.1 CPU operator, operation order and comparisons
 included (NaN inputs aside where noted), so exported decoding and NMS make the same decisions.

@@ -2,7 +2,7 @@
 
 The graphs of ``symbols.get_symbol`` are made of standard MXNet operators only, so MXNet
 1.9.1's own exporter (``mxnet.onnx``, "mx2onnx") converts almost all of them. What it lacks
-or converts wrongly for these graphs is supplied by :mod:`ssd.onnx_converters`, installed
+or converts wrongly for these graphs is supplied by :mod:`ssd.export.converters`, installed
 only for the duration of an export (mx2onnx's converter table is left as it was):
 
 * missing: ``_full``, ``_greater_equal``, ``_greater_equal_scalar``, ``_np_cumsum``,
@@ -30,7 +30,7 @@ import contextlib
 import io
 import json
 
-from .checkpoint import atomic_write
+from ssd.checkpoint import atomic_write
 
 __all__ = ['export_onnx', 'to_onnx_model', 'OnnxExportError', 'OPSETS', 'NMS_MODES', 'INPUT_NAME',
            'OUTPUT_NAME']
@@ -159,7 +159,7 @@ def _converters(symbol, input_shapes, opset, nms='standard'):
     input's, wrong for ``where``, whose condition comes first: later float64 constants of
     the ordering helpers would be built as float32).
     """
-    from .onnx_converters import CONVERTERS, NMS_CONVERTERS, REPLACED
+    from .converters import CONVERTERS, NMS_CONVERTERS, REPLACED
     MXNetGraph = _mx2onnx_graph()
     saved = MXNetGraph.registry_
     resolved = {}

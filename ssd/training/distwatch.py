@@ -113,7 +113,7 @@ def prepare_role(environ=os.environ):
     _check_heartbeats(environ, timeout)
     _watch_interrupts(role)
     if role in ('server', 'scheduler') and not os.path.isfile('/proc/self/net/tcp'):
-        log.warning('%s: no liveness watch without Linux /proc (see ssd/distwatch.py)', role)
+        log.warning('%s: no liveness watch without Linux /proc (see ssd/training/distwatch.py)', role)
     elif role in ('server', 'scheduler'):
         _start(_watch_liveness, role, _OwnKVStore().get, _WATCHED[role], timeout)
     return timeout

@@ -13,7 +13,7 @@ A sample is ``(image, label, meta)``:
 
 Augmentation is GluonCV's SSD training transform (photometric distortion, zoom-out expansion by
 up to ``max_expand``, IoU-constrained random crop, random interpolation, flip), run by
-:mod:`ssd.augment` with a faster, result-identical crop sampler. Every sample reseeds NumPy
+:mod:`ssd.data.augment` with a faster, result-identical crop sampler. Every sample reseeds NumPy
 from ``(seed, epoch, index)``, so augmentation is reproducible whichever worker process loads it.
 """
 import ctypes

@@ -12,7 +12,7 @@
 import json
 import os
 
-from . import checkpoint
+from ssd import checkpoint
 
 __all__ = ['detection_records', 'write_voc_results', 'coco_results', 'write_json', 'plot_precision_recall']
 

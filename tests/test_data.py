@@ -76,6 +76,29 @@ def test_annotation_problems_are_reported_and_skipped(tmp_path):
     assert 'broken.xml: unreadable annotation' in messages
 
 
+def test_synthetic_generation_never_touches_a_folder_it_did_not_make(tmp_path):
+    # before: a --data-root without the synthetic set (the default --dataset) was generated into
+    # and then deleted with shutil.rmtree, whatever it held
+    precious = tmp_path / 'thesis'
+    precious.mkdir()
+    (precious / 'chapter1.tex').write_text('years of work')
+    with pytest.raises(ValueError, match=rf'cannot generate the synthetic data set in {precious}: the folder is '
+                                         rf'not empty and holds no synthetic set'):
+        synthetic.ensure_dataset(str(precious), 2, 1)
+    assert os.listdir(precious) == ['chapter1.tex'] and (precious / 'chapter1.tex').read_text() == 'years of work'
+    a_file = tmp_path / 'file'
+    a_file.write_text('x')
+    for root, reason in [(a_file, 'it is a file, not a folder'), (a_file / 'sub', f'{a_file} is a file, not a folder')]:
+        with pytest.raises(ValueError, match=f'cannot generate the synthetic data set in {root}: {reason}'):
+            synthetic.ensure_dataset(str(root), 2, 1)
+    assert a_file.read_text() == 'x'
+    (tmp_path / 'empty').mkdir()  # an empty folder, or a new one, is generated into
+    for root in (tmp_path / 'empty', tmp_path / 'new' / 'deeper'):
+        synthetic.ensure_dataset(str(root), 2, 1)
+        assert os.listdir(root) == ['VOC2007']
+    assert sorted(os.listdir(tmp_path)) == ['empty', 'file', 'new', 'thesis']  # no staging folder left
+
+
 def test_missing_image_set_names_the_file(tmp_path):
     with pytest.raises(FileNotFoundError, match=r'VOC image set .2012_trainval.*trainval\.txt does not exist'):
         annotations.load_voc(str(tmp_path), ['2012_trainval'], CLASSES)

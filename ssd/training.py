@@ -201,9 +201,6 @@ def open_splits(config):
     train_split, val_split = open_split(specs[0]), open_split(specs[1])
     for split in (train_split, val_split):
         report_problems(split.problems, log)
-    if config.num_class is not None and config.num_class != len(train_split.class_names):
-        raise ValueError(f"--num-class {config.num_class} does not match the {len(train_split.class_names)} "
-                         f"class names {train_split.class_names}")
     if len(train_split.source) == 0:
         raise ValueError('the training set is empty')
     if len(val_split.source) == 0 and config.val_interval:

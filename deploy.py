@@ -46,7 +46,7 @@ def parse_args(argv=None):
     options.add_nms_options(p.add_argument_group('detection baked into the graph'))
     p.add_argument('--onnx', type=options.output_file, default=None, metavar='FILE',
                    help='also export to this ONNX file')
-    p.add_argument('--onnx-opset', type=options.positive_int, default=None, help="ONNX opset (default: the exporter's)")
+    p.add_argument('--onnx-opset', type=options.onnx_opset, default=None, help="ONNX opset (default: the exporter's)")
     p.add_argument('--onnx-nms', choices=['standard', 'exact'], default='standard',
                    help='ONNX NMS: standard NonMaxSuppression (fast) or exact Loop (MXNet tie order)')
     p.add_argument('--batch-size', type=options.positive_int, default=None,

@@ -143,6 +143,28 @@ def test_damaged_checkpoint_files_exit_2_naming_the_file(prefix, tmp_path):
     assert f"error: checkpoint sidecar {tmp_path / 'sidecar'}-0001.json is damaged (Expecting value" in result.stderr
 
 
+def test_diverged_weights_and_wrong_sidecar_values_exit_2_naming_them(prefix, tmp_path, caplog):
+    write_image(tmp_path / 'a.jpg', seed=1)
+    arrays = mx.nd.load(f'{prefix}-0001.params')
+    arrays['arg:mobilenet_conv0_weight'][0] = np.nan
+    mx.nd.save(str(tmp_path / 'nan-0001.params'), arrays)
+    shutil.copy(f'{prefix}-0001.json', tmp_path / 'nan-0001.json')
+    # before: exit 0, "0 detection(s)" for every image (and evaluate.py an AP of 0)
+    assert demo.main([str(tmp_path / 'a.jpg'), '--prefix', str(tmp_path / 'nan'), '--epoch', '1',
+                      '--backend', 'mxnet', '--out-dir', str(tmp_path / 'out')]) == 2
+    assert (f"{tmp_path / 'nan'} epoch 1 holds NaN or infinity (mobilenet_conv0_weight): the weights of a run "
+            f"that diverged; use an earlier epoch") in caplog.text
+    assert not (tmp_path / 'out').exists()
+    info = json.loads(open(f'{prefix}-0001.json').read())
+    shutil.copy(f'{prefix}-0001.params', tmp_path / 'side-0001.params')
+    for key, value, message in [('data_shape', 'abc', "data_shape 'abc' is not a positive size"),
+                                ('class_names', 'circle', "class_names 'circle' is not a list of distinct names")]:
+        (tmp_path / 'side-0001.json').write_text(json.dumps({**info, key: value}))
+        caplog.clear()
+        assert demo.main([str(tmp_path / 'a.jpg'), '--prefix', str(tmp_path / 'side'), '--epoch', '1']) == 2
+        assert f"{tmp_path / 'side'}-0001.json: {message}; restore the file or pass --" in caplog.text
+
+
 @pytest.mark.parametrize('extra, message', [
     (['--thresh', 'nan'], 'argument --thresh: expected a number from 0 to 1, got nan'),
     (['--out-dir', 'A_FILE'], 'argument --out-dir: A_FILE is a file, not a folder'),

@@ -106,7 +106,7 @@ def main(argv=None):
     print(f"model: {models.describe(model)}")
     if args.timer:
         print(f"time: model loaded in {time.perf_counter() - started:.2f} s")
-    records, times, failures = run(detector, model, paths, args, failures)
+    records, times, failures, skipped = run(detector, model, paths, args, failures)
     if args.timer and times:
         report_times(times)
     if args.json:
@@ -116,6 +116,9 @@ def main(argv=None):
             failures.append(f"--json {args.json}: cannot write ({error.strerror or error})")
     for message in failures:
         log.error('error: %s', message)
+    if skipped:
+        log.error('error: %d of %d images skipped (named above), %d processed', skipped, len(paths),
+                  len(paths) - skipped)
     return 2 if failures else 0
 
 
@@ -174,14 +177,16 @@ def load_model(args):
 
 
 def run(detector, model, paths, args, failures):
-    """Detect, print and draw every image; returns (records, per-image times, failure messages)."""
-    records, times, outputs = [], [], set()
+    """Detect, print and draw every image; returns (records, per-image times, failure messages,
+    count of images skipped as unreadable)."""
+    records, times, outputs, skipped = [], [], set(), 0
     for path in paths:
         start = time.perf_counter()
         try:
             image = read_image(path, args.max_pixels)
         except ImageError as error:
             failures.append(str(error))
+            skipped += 1
             continue
         detections = detect(detector, image, model, args.thresh)
         times.append(time.perf_counter() - start)
@@ -196,7 +201,7 @@ def run(detector, model, paths, args, failures):
         print(f"  saved {target}")
         if args.show:
             show(target)
-    return records, times, failures
+    return records, times, failures, skipped
 
 
 def read_image(path, max_pixels=MAX_PIXELS):

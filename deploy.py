@@ -76,10 +76,11 @@ def main(argv=None):
         return 2
     print(f"deployed {models.describe(model)}")
     print(f"wrote {', '.join(written)}")
+    skipped = []
     if args.onnx:
         try:
-            calibration = calibration_images(args.int8, model.data_shape) if args.int8 else None
-        except ValueError as error:  # an unreadable image or an empty folder
+            calibration, skipped = calibration_images(args.int8, model.data_shape) if args.int8 else (None, [])
+        except ValueError as error:  # an empty folder, or no image of it decodes
             log.error('error: --int8: %s', error)
             return 2
         try:
@@ -87,8 +88,12 @@ def main(argv=None):
         except Exception as error:  # the exporter's own errors: unsupported operator, missing package...
             log.error('error: ONNX export to %s failed: %s', args.onnx, error)
             return 1
-        print(f"wrote {args.onnx}" + (f" (INT8, calibrated on {len(calibration)} images)" if args.int8 else ''))
-    return 0
+        print(f"wrote {args.onnx}" + (f" (INT8, calibrated on {len(calibration)} images"
+                                      f"{f'; {len(skipped)} unreadable skipped' if skipped else ''})"
+                                      if args.int8 else ''))
+    for message in skipped:  # named and passed over: the others calibrated
+        log.error('error: --int8: skipped %s', message)
+    return 2 if skipped else 0
 
 
 def load(args):
@@ -127,12 +132,16 @@ def export_onnx(model, path, batch_size, opset=None, nms='standard', calibration
 
 
 def calibration_images(folder, data_shape):
-    """The network inputs of the first ``CALIBRATION_IMAGES`` images of ``folder``."""
-    from ssd.quantization import calibration_inputs
-    paths = images.folder_images(folder)[:CALIBRATION_IMAGES]
+    """``(inputs, skipped)``: the network inputs of the first ``CALIBRATION_IMAGES`` images of
+    ``folder`` that decode, and a message naming each one that does not (passed over)."""
+    from ssd.quantization import readable_inputs
+    paths = images.folder_images(folder)
     if not paths:
         raise ValueError(f"{folder} holds no images ({', '.join(images.EXTENSIONS)})")
-    return calibration_inputs(paths, data_shape)
+    inputs, skipped = readable_inputs(paths, data_shape, CALIBRATION_IMAGES)
+    if not len(inputs):
+        raise ValueError(f"none of the {len(paths)} images of {folder} can be decoded (last: {skipped[-1]})")
+    return inputs, skipped
 
 
 if __name__ == '__main__':

@@ -123,6 +123,7 @@ def test_truncated_and_header_only_images_are_named_skipped_and_the_rest_process
     for name in ('first', 'last'):
         assert f"{tmp_path / name}" in result.stdout and (out / f'{name}_det.png').is_file()
     assert (tmp_path / 'd.json').is_file()
+    assert result.stderr.strip().splitlines()[-1] == 'error: 4 of 6 images skipped (named above), 2 processed'
 
 
 def test_damaged_checkpoint_files_exit_2_naming_the_file(prefix, tmp_path):

@@ -6,6 +6,7 @@ import shutil
 import struct
 import subprocess
 import sys
+import time
 import zlib
 
 import mxnet as mx
@@ -287,3 +288,35 @@ def iou(a, b):
     height = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
     union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - width * height
     return width * height / union
+
+
+@pytest.mark.parametrize('script', ['demo', 'evaluate', 'deploy'])
+@pytest.mark.parametrize('delay', [0.3, 2.5])
+def test_ctrl_c_exits_130_without_a_traceback(prefix, tmp_path, script, delay):
+    """Ctrl-C while MXNet loads (0.3 s) or while the script works: one line, exit 130 (before:
+    a KeyboardInterrupt traceback, killed by the signal)."""
+    import signal
+    from ssd import synthetic
+    write_image(tmp_path / 'a.jpg', seed=1)
+    arguments = {'demo': [tmp_path / 'a.jpg'] * 400 + ['--out-dir', tmp_path / 'out', '--backend', 'mxnet'],
+                 'evaluate': ['--data-root', tmp_path / 'data', '--num-workers', 0, '--batch-size', 1,
+                              '--backend', 'mxnet'],
+                 'deploy': ['--onnx', tmp_path / 'm.onnx', '--int8', tmp_path / 'calibration']}[script]
+    if script == 'evaluate':
+        synthetic.ensure_dataset(str(tmp_path / 'data'), num_train=1, num_test=200, seed=2)
+    if script == 'deploy':  # the export, then calibration on 100 images: seconds
+        (tmp_path / 'calibration').mkdir()
+        for index in range(100):
+            shutil.copy(tmp_path / 'a.jpg', tmp_path / 'calibration' / f'{index}.jpg')
+    process = subprocess.Popen([sys.executable, os.path.join(ROOT, f'{script}.py'), '--prefix', prefix, '--epoch', '1',
+                                *map(str, arguments)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        time.sleep(delay)
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=120)
+    finally:
+        process.kill()
+    assert process.returncode == 130, err[-3000:]
+    assert 'Traceback' not in err and err.strip().splitlines()[-1] == f'{script}.py: interrupted'
+    assert not [name for top, _, names in os.walk(tmp_path) for name in names if '.tmp' in name]  # no temporary

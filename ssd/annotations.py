@@ -59,6 +59,8 @@ def load_voc(root, sets, class_names, use_difficult=True):
     records, problems = [], []
     for image_set in sets:
         year, _, split = image_set.partition('_')
+        if not (year and split):
+            raise ValueError(f"VOC image set {image_set!r}: expected YEAR_SPLIT, such as 2007_test or 2012_trainval")
         base = os.path.join(root, f'VOC{year}')
         list_file = os.path.join(base, 'ImageSets', 'Main', f'{split}.txt')
         if not os.path.isfile(list_file):

@@ -31,7 +31,7 @@ from . import checkpoint, distwatch, interrupts
 from .annotations import read_class_names
 from .dataset import DetectionDataset, EpochSampler, label_width
 from .evaluation import VOCEvaluator, format_ap_table
-from .inference import Detector, contexts, evaluate_loader
+from .inference import Detector, check_batch_split, contexts, evaluate_loader
 from .sources import DataSpec, open_split, report_problems
 
 __all__ = ['TrainConfig', 'NonFiniteLoss', 'INITIALIZER', 'train', 'open_splits', 'first_epoch',
@@ -123,6 +123,7 @@ def train(config):
     np.random.seed(config.seed)
     mx.random.seed(config.seed)
     ctx = contexts(config.gpus, config.num_cpu_contexts)
+    check_batch_split(config.batch_size, ctx)
     for path in checkpoint.remove_stale_temporaries(config.prefix):
         log.info('removed %s, a temporary file of a run that was killed', path)
     if config.resume is not None:

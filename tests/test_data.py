@@ -151,6 +151,22 @@ def test_damaged_coco_annotations_and_a_wrong_class_count_are_named(tmp_path):
 def test_missing_image_set_names_the_file(tmp_path):
     with pytest.raises(FileNotFoundError, match=r'VOC image set .2012_trainval.*trainval\.txt does not exist'):
         annotations.load_voc(str(tmp_path), ['2012_trainval'], CLASSES)
+    # before: "VOC2007/ImageSets/Main/.txt does not exist"
+    with pytest.raises(ValueError, match="VOC image set '2007': expected YEAR_SPLIT, such as 2007_test"):
+        annotations.load_voc(str(tmp_path), ['2007'], CLASSES)
+
+
+def test_a_damaged_record_file_is_named(tmp_path):
+    # before: MXNet's "Invalid RecordIO File" traceback from label_width, exit 1
+    (tmp_path / 'g.rec').write_bytes(b'garbage record data')
+    (tmp_path / 'g.idx').write_text('0\t0\n')
+    source = RecordSource(str(tmp_path / 'g.rec'))
+    with pytest.raises(ValueError, match=rf'{tmp_path / "g.rec"}#0: cannot be read from {tmp_path / "g.rec"} '
+                                         r'\(MXNetError: .*Invalid RecordIO File\); a damaged file'):
+        source.object_counts()
+    (tmp_path / 'g.idx').write_text('zz\n')
+    with pytest.raises(ValueError, match=f'index file {tmp_path / "g.idx"} for {tmp_path / "g.rec"} is damaged'):
+        RecordSource(str(tmp_path / 'g.rec'))
 
 
 def test_class_names_from_string_or_file(tmp_path):

@@ -222,6 +222,13 @@ def test_a_network_too_large_for_the_memory_exits_2_saying_so(data_root, tmp_pat
             'them') in log_text(tmp_path / 'x')
 
 
+def test_a_batch_smaller_than_its_devices_exits_2_naming_both(data_root, tmp_path):
+    # before: MXNet's "Too many slices. Some splits are empty." (also in evaluate.py)
+    assert run_train(data_root, tmp_path / 'x', '--num-cpu-contexts', '8', '--end-epoch', '1') == 2
+    assert ('--batch-size 4 is smaller than the 8 devices it is split over (--gpus / --num-cpu-contexts): each '
+            'needs at least one image') in log_text(tmp_path / 'x')
+
+
 def test_finetune_to_fewer_classes_reinitialises_only_the_class_predictors(data_root, tmp_path):
     prefix = tmp_path / 'ssd'
     assert run_train(data_root, prefix, '--end-epoch', '1', '--val-interval', '0') == 0

@@ -15,12 +15,27 @@ converted to 8-bit RGB. A file that is missing, not an image, truncated or corru
 other images are still processed, and the exit status is then 2. Bad option values (a ``--thresh``
 outside [0, 1], an ``--out-dir`` that is a file...) stop it before any work, also with status 2.
 """
+import signal
+import sys
+
+
+def _interrupted(signum, frame):
+    sys.stderr.write('demo.py: interrupted\n')
+    sys.exit(130)
+
+
+# Ctrl-C at any moment, also while MXNet loads: that line and exit status 130, no traceback (the
+# outputs are written atomically: none is left half written). An ignored SIGINT (a background
+# job of a non-interactive shell) stays ignored.
+if __name__ == '__main__' and signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+    signal.signal(signal.SIGINT, _interrupted)
+
+# the imports come after that handler on purpose (flake8: E402)
 import argparse
 import json
 import logging
 import os
 import statistics
-import sys
 import time
 import warnings
 
@@ -107,7 +122,7 @@ def main(argv=None):
     print(f"model: {models.describe(model)}")
     if args.timer:
         print(f"time: model loaded in {time.perf_counter() - started:.2f} s")
-    records, times, failures = run(detector, model, paths, args, failures)
+    records, times, failures, skipped = run(detector, model, paths, args, failures)
     if args.timer and times:
         report_times(times)
     if args.json:
@@ -117,6 +132,9 @@ def main(argv=None):
             failures.append(f"--json {args.json}: cannot write ({error.strerror or error})")
     for message in failures:
         log.error('error: %s', message)
+    if skipped:
+        log.error('error: %d of %d images skipped (named above), %d processed', skipped, len(paths),
+                  len(paths) - skipped)
     return 2 if failures else 0
 
 
@@ -175,14 +193,16 @@ def load_model(args):
 
 
 def run(detector, model, paths, args, failures):
-    """Detect, print and draw every image; returns (records, per-image times, failure messages)."""
-    records, times, outputs = [], [], set()
+    """Detect, print and draw every image; returns (records, per-image times, failure messages,
+    count of images skipped as unreadable)."""
+    records, times, outputs, skipped = [], [], set(), 0
     for path in paths:
         start = time.perf_counter()
         try:
             image = read_image(path, args.max_pixels)
         except ImageError as error:
             failures.append(str(error))
+            skipped += 1
             continue
         detections = detect(detector, image, model, args.thresh)
         times.append(time.perf_counter() - start)
@@ -197,7 +217,7 @@ def run(detector, model, paths, args, failures):
         print(f"  saved {target}")
         if args.show:
             show(target)
-    return records, times, failures
+    return records, times, failures, skipped
 
 
 def read_image(path, max_pixels=MAX_PIXELS):

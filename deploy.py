@@ -21,10 +21,25 @@ exact`` asks for the Loop that keeps MXNet's order among tied scores; its batch 
 ``--batch-size`` fixes it. ``--int8 FOLDER`` makes that file an INT8 model instead
 (``ssd.export.quantization``: convolutions in INT8, calibrated on the images of FOLDER).
 """
+import signal
+import sys
+
+
+def _interrupted(signum, frame):
+    sys.stderr.write('deploy.py: interrupted\n')
+    sys.exit(130)
+
+
+# Ctrl-C at any moment, also while MXNet loads: that line and exit status 130, no traceback (the
+# outputs are written atomically: none is left half written). An ignored SIGINT (a background
+# job of a non-interactive shell) stays ignored.
+if __name__ == '__main__' and signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+    signal.signal(signal.SIGINT, _interrupted)
+
+# the imports come after that handler on purpose (flake8: E402)
 import argparse
 import logging
 import os
-import sys
 import tempfile
 
 from ssd import checkpoint, options
@@ -48,7 +63,7 @@ def parse_args(argv=None):
     options.add_nms_options(p.add_argument_group('detection baked into the graph'))
     p.add_argument('--onnx', type=options.output_file, default=None, metavar='FILE',
                    help='also export to this ONNX file')
-    p.add_argument('--onnx-opset', type=options.positive_int, default=None, help="ONNX opset (default: the exporter's)")
+    p.add_argument('--onnx-opset', type=options.onnx_opset, default=None, help="ONNX opset (default: the exporter's)")
     p.add_argument('--onnx-nms', choices=['standard', 'exact'], default='standard',
                    help='ONNX NMS: standard NonMaxSuppression (fast) or exact Loop (MXNet tie order)')
     p.add_argument('--batch-size', type=options.positive_int, default=None,
@@ -78,10 +93,11 @@ def main(argv=None):
         return 2
     print(f"deployed {models.describe(model)}")
     print(f"wrote {', '.join(written)}")
+    skipped = []
     if args.onnx:
         try:
-            calibration = calibration_images(args.int8, model.data_shape) if args.int8 else None
-        except ValueError as error:  # an unreadable image or an empty folder
+            calibration, skipped = calibration_images(args.int8, model.data_shape) if args.int8 else (None, [])
+        except ValueError as error:  # an empty folder, or no image of it decodes
             log.error('error: --int8: %s', error)
             return 2
         try:
@@ -89,8 +105,12 @@ def main(argv=None):
         except Exception as error:  # the exporter's own errors: unsupported operator, missing package...
             log.error('error: ONNX export to %s failed: %s', args.onnx, error)
             return 1
-        print(f"wrote {args.onnx}" + (f" (INT8, calibrated on {len(calibration)} images)" if args.int8 else ''))
-    return 0
+        print(f"wrote {args.onnx}" + (f" (INT8, calibrated on {len(calibration)} images"
+                                      f"{f'; {len(skipped)} unreadable skipped' if skipped else ''})"
+                                      if args.int8 else ''))
+    for message in skipped:  # named and passed over: the others calibrated
+        log.error('error: --int8: skipped %s', message)
+    return 2 if skipped else 0
 
 
 def load(args):
@@ -129,12 +149,16 @@ def export_onnx(model, path, batch_size, opset=None, nms='standard', calibration
 
 
 def calibration_images(folder, data_shape):
-    """The network inputs of the first ``CALIBRATION_IMAGES`` images of ``folder``."""
-    from ssd.export.quantization import calibration_inputs
-    paths = images.folder_images(folder)[:CALIBRATION_IMAGES]
+    """``(inputs, skipped)``: the network inputs of the first ``CALIBRATION_IMAGES`` images of
+    ``folder`` that decode, and a message naming each one that does not (passed over)."""
+    from ssd.export.quantization import readable_inputs
+    paths = images.folder_images(folder)
     if not paths:
         raise ValueError(f"{folder} holds no images ({', '.join(images.EXTENSIONS)})")
-    return calibration_inputs(paths, data_shape)
+    inputs, skipped = readable_inputs(paths, data_shape, CALIBRATION_IMAGES)
+    if not len(inputs):
+        raise ValueError(f"none of the {len(paths)} images of {folder} can be decoded (last: {skipped[-1]})")
+    return inputs, skipped
 
 
 if __name__ == '__main__':

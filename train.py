@@ -87,9 +87,10 @@ def parse_args(argv=None):
     dev = options.add_device_options(p.add_argument_group('devices'))
     dev.add_argument('--kv-store', default='local', choices=['local', 'device', 'dist_sync', 'dist_async'])
     out = p.add_argument_group('output')
-    out.add_argument('--prefix', default=os.path.join('model', 'ssd'), help='checkpoint prefix')
+    out.add_argument('--prefix', type=options.checkpoint_prefix, default=os.path.join('model', 'ssd'),
+                     help='checkpoint prefix')
     out.add_argument('--frequent', type=options.non_negative_int, default=20, help='log every N batches (0: never)')
-    out.add_argument('--log', default=None, help='log file (default: PREFIX-train.log)')
+    out.add_argument('--log', type=options.output_file, default=None, help='log file (default: PREFIX-train.log)')
     val = options.add_nms_options(p.add_argument_group('validation'))
     options.add_ap_options(val, 'train on objects marked difficult too (validation always ignores them, '
                                 'as the VOC devkit)')

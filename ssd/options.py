@@ -21,7 +21,13 @@ from symbols.ssd import NMS_THRESH, NMS_TOPK
 __all__ = ['SHIPPED_PREFIX', 'SHIPPED_EPOCH', 'DEFAULT_SETS', 'DATASETS', 'NMS_THRESH', 'NMS_TOPK', 'USE_DIFFICULT', 'probability',
            'positive_int', 'non_negative_int', 'top_k', 'non_negative_float', 'positive_float',
            'momentum', 'zoom', 'epoch_list', 'gpu_list', 'regex', 'epoch_name', 'output_file',
-           'output_folder', 'add_data_options', 'resolve_sets', 'add_nms_options', 'add_ap_options', 'add_device_options']
+           'output_folder', 'checkpoint_prefix', 'OPSETS', 'onnx_opset', 'add_data_options', 'resolve_sets', 'add_nms_options',
+           'add_ap_options', 'add_device_options']
+
+#: ONNX opsets supported: mx2onnx's converters target 13 (its opset-12 output fails its own
+#: final check, which uses the newest opset's schemas); 14-17 changed the semantics of none of
+#: the operators emitted (13, 15 and 17 were checked), 18 changed Reduce*/Pad/Split inputs.
+OPSETS = range(13, 18)
 
 # The model in models/: the last epoch of `python train.py` with its defaults (the README's figures)
 SHIPPED_PREFIX = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'models', 'ssd_synthetic')
@@ -107,6 +113,19 @@ def output_file(text):
         raise argparse.ArgumentTypeError(f"{text} is a folder, not a file")
     _check_parents(text)
     return text
+
+
+def checkpoint_prefix(text):
+    """A checkpoint prefix to write (``model/ssd`` -> ``model/ssd-0001.params``...): a file name
+    stem after the folder, and no file where a folder must be."""
+    stem = os.path.basename(text)
+    if stem in ('', '.', '..'):
+        raise argparse.ArgumentTypeError(f"expected a folder and a file name stem such as model/ssd, got {text!r}")
+    _check_parents(text)
+    return text
+
+
+onnx_opset = _checked(int, f'an ONNX opset from {OPSETS.start} to {OPSETS.stop - 1}', lambda v: v in OPSETS)
 
 
 def output_folder(text):

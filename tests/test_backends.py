@@ -72,6 +72,44 @@ def test_missing_onnx_file_is_a_clear_error(shipped_copy, tmp_path, caplog):
     assert f'--onnx {tmp_path / "none.onnx"} does not exist' in caplog.text
 
 
+def onnx_file(path, dims):
+    """A one-node ONNX model (Identity) whose input ``data`` has the shape ``dims``."""
+    import onnx
+    from onnx import TensorProto, helper
+    graph = helper.make_graph([helper.make_node('Identity', ['data'], ['detections'])], 'g',
+                              [helper.make_tensor_value_info('data', TensorProto.FLOAT, dims)],
+                              [helper.make_tensor_value_info('detections', TensorProto.FLOAT, dims)])
+    onnx.save(helper.make_model(graph), str(path))
+    return str(path)
+
+
+def test_an_onnx_file_that_does_not_fit_the_model_is_named(tmp_path):
+    # before: onnxruntime's traceback at load (a damaged file) or at the first batch (another size)
+    garbage = tmp_path / 'garbage.onnx'
+    garbage.write_bytes(b'not a protobuf')
+    with pytest.raises(ValueError, match=f'--onnx {garbage} is not an ONNX model'):
+        backends.check_onnx_file(str(garbage), 256)
+    other = onnx_file(tmp_path / 'other.onnx', ['batch', 3, 128, 128])
+    with pytest.raises(ValueError, match=rf'--onnx {other} takes input data of shape \(batch, 3, 128, 128\), not '
+                                         rf'\(batch, 3, 256, 256\) of the model.s data shape'):
+        backends.check_onnx_file(other, 256)
+    fixed = onnx_file(tmp_path / 'fixed.onnx', [1, 3, 256, 256])
+    with pytest.raises(ValueError, match=rf'--onnx {fixed} was exported for batches of exactly 1 images, not 8: '
+                                         rf'pass --batch-size 1'):
+        backends.check_onnx_file(fixed, 256, batch_size=8)
+    assert backends.check_onnx_file(fixed, 256, batch_size=1) == 1
+    assert backends.check_onnx_file(fixed, 256) == 1 and backends.check_onnx_file(other, 128, batch_size=8) is None
+
+
+@pytest.mark.parametrize('backend', ['onnxruntime', 'openvino'])
+def test_demo_with_a_damaged_onnx_file_exits_2_naming_it(shipped_copy, tmp_path, caplog, backend):
+    garbage = tmp_path / 'garbage.onnx'
+    garbage.write_bytes(b'not a protobuf')
+    assert demo.main([IMAGES, '--prefix', shipped_copy, '--backend', backend, '--onnx', str(garbage),
+                      '--out-dir', str(tmp_path)]) == 2
+    assert f'--onnx {garbage} is not an ONNX model (' in caplog.text
+
+
 def test_evaluate_backends_give_the_same_ap(shipped_copy, tmp_path, capsys):
     root = str(tmp_path / 'data')
     synthetic.ensure_dataset(root, num_train=1, num_test=6, seed=9)
@@ -82,3 +120,20 @@ def test_evaluate_backends_give_the_same_ap(shipped_copy, tmp_path, capsys):
         tables[backend] = capsys.readouterr().out
     assert 'mAP' in tables['mxnet']
     assert tables['onnxruntime'] == tables['mxnet'] == tables['openvino']
+
+
+def test_an_onnx_file_with_a_fixed_batch_pads_the_short_last_batch(shipped_copy, tmp_path, capsys):
+    import deploy
+    root = str(tmp_path / 'data')
+    synthetic.ensure_dataset(root, num_train=1, num_test=5, seed=9)
+    fixed = str(tmp_path / 'fixed.onnx')
+    assert deploy.main(['--prefix', shipped_copy, '--onnx', fixed, '--batch-size', '3']) == 0
+    capsys.readouterr()
+    tables = {}
+    for backend in ('mxnet', 'onnxruntime'):  # 5 images: batches of 3 and 2
+        # before: onnxruntime's traceback "Got: 2 Expected: 3" at the short last batch
+        assert evaluate.main(['--data-root', root, '--prefix', shipped_copy, '--epoch', str(SHIPPED_EPOCH),
+                              '--batch-size', '3', '--num-workers', '0', '--backend', backend] +
+                             (['--onnx', fixed] if backend != 'mxnet' else [])) == 0
+        tables[backend] = capsys.readouterr().out
+    assert 'in pixels, 5 images' in tables['mxnet'] and tables['onnxruntime'] == tables['mxnet']

@@ -77,9 +77,97 @@ def test_annotation_problems_are_reported_and_skipped(tmp_path):
     assert 'broken.xml: unreadable annotation' in messages
 
 
+def write_xml(root, image_id, xml):
+    """Replace the annotation of ``image_id`` (made by ``write_voc``) with ``xml``."""
+    with open(os.path.join(root, 'VOC2007', 'Annotations', image_id + '.xml'), 'w') as f:
+        f.write(xml)
+
+
+def test_misannotated_sizes_difficult_flags_and_images_are_reported_by_file(tmp_path):
+    root = str(tmp_path)
+    box = '<bndbox><xmin>1</xmin><ymin>1</ymin><xmax>9</xmax><ymax>9</ymax></bndbox>'
+    for image_id, xml in [
+            ('flag', f'<annotation><size><width>100</width><height>80</height></size><object><name>circle</name>'
+                     f'<difficult>yes</difficult>{box}</object><object><name>cross</name>{box}</object></annotation>'),
+            ('nosize', f'<annotation><object><name>circle</name>{box}</object></annotation>'),
+            ('zero', f'<annotation><size><width>0</width><height>80</height></size>'
+                     f'<object><name>circle</name>{box}</object></annotation>'),
+            ('allbroken', '<annotation><size><width>100</width><height>80</height></size><object><name>circle'
+                          '</name><bndbox><xmin>50</xmin><ymin>1</ymin><xmax>500</xmax><ymax>9</ymax></bndbox>'
+                          '</object></annotation>'),
+            ('empty', '<annotation><size><width>100</width><height>80</height></size></annotation>')]:
+        write_voc(root, image_id, [])
+        write_xml(root, image_id, xml)
+    records, problems = annotations.load_voc(root, ['2007_trainval'], CLASSES)
+    messages = '\n'.join(f'{os.path.basename(p.path)}: {p.message}' for p in problems)
+    # before: int('yes') ended the whole run with "invalid literal for int()", no file named
+    assert "flag.xml: object 'circle' has <difficult> 'yes', not 0 or 1; object skipped" in messages
+    assert "nosize.xml: unreadable annotation (no <size><width>); image skipped" in messages
+    assert "zero.xml: unreadable annotation (<size><width> '0' is not a positive size); image skipped" in messages
+    # an image whose objects are all misannotated is not an image without objects
+    assert 'allbroken.xml: no valid object left; image skipped rather than used as a negative' in messages
+    assert [(r.image_id, len(r.label)) for r in records] == [('flag', 1), ('empty', 0)]  # a true negative stays
+
+
+def test_synthetic_generation_never_touches_a_folder_it_did_not_make(tmp_path):
+    # before: a --data-root without the synthetic set (the default --dataset) was generated into
+    # and then deleted with shutil.rmtree, whatever it held
+    precious = tmp_path / 'thesis'
+    precious.mkdir()
+    (precious / 'chapter1.tex').write_text('years of work')
+    with pytest.raises(ValueError, match=rf'cannot generate the synthetic data set in {precious}: the folder is '
+                                         rf'not empty and holds no synthetic set'):
+        synthetic.ensure_dataset(str(precious), 2, 1)
+    assert os.listdir(precious) == ['chapter1.tex'] and (precious / 'chapter1.tex').read_text() == 'years of work'
+    a_file = tmp_path / 'file'
+    a_file.write_text('x')
+    for root, reason in [(a_file, 'it is a file, not a folder'), (a_file / 'sub', f'{a_file} is a file, not a folder')]:
+        with pytest.raises(ValueError, match=f'cannot generate the synthetic data set in {root}: {reason}'):
+            synthetic.ensure_dataset(str(root), 2, 1)
+    assert a_file.read_text() == 'x'
+    (tmp_path / 'empty').mkdir()  # an empty folder, or a new one, is generated into
+    for root in (tmp_path / 'empty', tmp_path / 'new' / 'deeper'):
+        synthetic.ensure_dataset(str(root), 2, 1)
+        assert os.listdir(root) == ['VOC2007']
+    assert sorted(os.listdir(tmp_path)) == ['empty', 'file', 'new', 'thesis']  # no staging folder left
+
+
+def test_damaged_coco_annotations_and_a_wrong_class_count_are_named(tmp_path):
+    folder = tmp_path / 'annotations'
+    folder.mkdir()
+    (folder / 'instances_val2017.json').write_text('{"images": [')
+    with pytest.raises(ValueError, match=rf"COCO split 'val2017': {folder / 'instances_val2017.json'} is damaged "
+                                         r"\(Expecting value"):
+        annotations.load_coco(str(tmp_path), 'val2017')
+    (folder / 'instances_val2017.json').write_text('[1, 2]')
+    with pytest.raises(ValueError, match=r'is not a COCO annotation file \(no images, annotations, categories\)'):
+        annotations.load_coco(str(tmp_path), 'val2017')
+    write_voc(str(tmp_path), 'a', [('circle', 11, 21, 51, 61)])
+    spec = sources.DataSpec('voc', str(tmp_path), ['2007_trainval'], None, CLASSES, 3, use_difficult=False)
+    # before: evaluate.py ignored a --num-class that did not fit (train.py alone checked it)
+    with pytest.raises(ValueError, match=r"--num-class 3 does not match the 4 class names \['circle'"):
+        sources.open_split(spec)
+
+
 def test_missing_image_set_names_the_file(tmp_path):
     with pytest.raises(FileNotFoundError, match=r'VOC image set .2012_trainval.*trainval\.txt does not exist'):
         annotations.load_voc(str(tmp_path), ['2012_trainval'], CLASSES)
+    # before: "VOC2007/ImageSets/Main/.txt does not exist"
+    with pytest.raises(ValueError, match="VOC image set '2007': expected YEAR_SPLIT, such as 2007_test"):
+        annotations.load_voc(str(tmp_path), ['2007'], CLASSES)
+
+
+def test_a_damaged_record_file_is_named(tmp_path):
+    # before: MXNet's "Invalid RecordIO File" traceback from label_width, exit 1
+    (tmp_path / 'g.rec').write_bytes(b'garbage record data')
+    (tmp_path / 'g.idx').write_text('0\t0\n')
+    source = RecordSource(str(tmp_path / 'g.rec'))
+    with pytest.raises(ValueError, match=rf'{tmp_path / "g.rec"}#0: cannot be read from {tmp_path / "g.rec"} '
+                                         r'\(MXNetError: .*Invalid RecordIO File\); a damaged file'):
+        source.object_counts()
+    (tmp_path / 'g.idx').write_text('zz\n')
+    with pytest.raises(ValueError, match=f'index file {tmp_path / "g.idx"} for {tmp_path / "g.rec"} is damaged'):
+        RecordSource(str(tmp_path / 'g.rec'))
 
 
 def test_class_names_from_string_or_file(tmp_path):
@@ -89,6 +177,16 @@ def test_class_names_from_string_or_file(tmp_path):
     assert annotations.read_class_names(str(path)) == ['cat', 'dog']
     with pytest.raises(ValueError, match='duplicates'):
         annotations.read_class_names('cat,cat')
+    # before: a mistyped file name became the one class, every annotated object "unknown"
+    with pytest.raises(FileNotFoundError, match=f'--class-names {tmp_path / "nmes.txt"}: no such file'):
+        annotations.read_class_names(str(tmp_path / 'nmes.txt'))
+    with pytest.raises(ValueError, match=f'--class-names {tmp_path} is a folder'):
+        annotations.read_class_names(str(tmp_path))
+    (tmp_path / 'binary.txt').write_bytes(b'cat\n\xff\xfe\n')
+    with pytest.raises(ValueError, match=f'--class-names {tmp_path / "binary.txt"}: cannot be read as a text file'):
+        annotations.read_class_names(str(tmp_path / 'binary.txt'))
+    with pytest.raises(ValueError, match="--class-names gave no class names: ',,'"):
+        annotations.read_class_names(',,')
 
 
 def test_record_file_round_trip(voc_root, tmp_path):

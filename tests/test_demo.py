@@ -6,6 +6,7 @@ import shutil
 import struct
 import subprocess
 import sys
+import time
 import zlib
 
 import mxnet as mx
@@ -123,6 +124,7 @@ def test_truncated_and_header_only_images_are_named_skipped_and_the_rest_process
     for name in ('first', 'last'):
         assert f"{tmp_path / name}" in result.stdout and (out / f'{name}_det.png').is_file()
     assert (tmp_path / 'd.json').is_file()
+    assert result.stderr.strip().splitlines()[-1] == 'error: 4 of 6 images skipped (named above), 2 processed'
 
 
 def test_damaged_checkpoint_files_exit_2_naming_the_file(prefix, tmp_path):
@@ -141,6 +143,28 @@ def test_damaged_checkpoint_files_exit_2_naming_the_file(prefix, tmp_path):
     result = run_demo(tmp_path / 'a.jpg', '--prefix', tmp_path / 'sidecar', '--epoch', 1)
     assert result.returncode == 2 and 'Traceback' not in result.stderr
     assert f"error: checkpoint sidecar {tmp_path / 'sidecar'}-0001.json is damaged (Expecting value" in result.stderr
+
+
+def test_diverged_weights_and_wrong_sidecar_values_exit_2_naming_them(prefix, tmp_path, caplog):
+    write_image(tmp_path / 'a.jpg', seed=1)
+    arrays = mx.nd.load(f'{prefix}-0001.params')
+    arrays['arg:mobilenet_conv0_weight'][0] = np.nan
+    mx.nd.save(str(tmp_path / 'nan-0001.params'), arrays)
+    shutil.copy(f'{prefix}-0001.json', tmp_path / 'nan-0001.json')
+    # before: exit 0, "0 detection(s)" for every image (and evaluate.py an AP of 0)
+    assert demo.main([str(tmp_path / 'a.jpg'), '--prefix', str(tmp_path / 'nan'), '--epoch', '1',
+                      '--backend', 'mxnet', '--out-dir', str(tmp_path / 'out')]) == 2
+    assert (f"{tmp_path / 'nan'} epoch 1 holds NaN or infinity (mobilenet_conv0_weight): the weights of a run "
+            f"that diverged; use an earlier epoch") in caplog.text
+    assert not (tmp_path / 'out').exists()
+    info = json.loads(open(f'{prefix}-0001.json').read())
+    shutil.copy(f'{prefix}-0001.params', tmp_path / 'side-0001.params')
+    for key, value, message in [('data_shape', 'abc', "data_shape 'abc' is not a positive size"),
+                                ('class_names', 'circle', "class_names 'circle' is not a list of distinct names")]:
+        (tmp_path / 'side-0001.json').write_text(json.dumps({**info, key: value}))
+        caplog.clear()
+        assert demo.main([str(tmp_path / 'a.jpg'), '--prefix', str(tmp_path / 'side'), '--epoch', '1']) == 2
+        assert f"{tmp_path / 'side'}-0001.json: {message}; restore the file or pass --" in caplog.text
 
 
 @pytest.mark.parametrize('extra, message', [
@@ -264,3 +288,35 @@ def iou(a, b):
     height = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
     union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - width * height
     return width * height / union
+
+
+@pytest.mark.parametrize('script', ['demo', 'evaluate', 'deploy'])
+@pytest.mark.parametrize('delay', [0.3, 2.5])
+def test_ctrl_c_exits_130_without_a_traceback(prefix, tmp_path, script, delay):
+    """Ctrl-C while MXNet loads (0.3 s) or while the script works: one line, exit 130 (before:
+    a KeyboardInterrupt traceback, killed by the signal)."""
+    import signal
+    from ssd.data import synthetic
+    write_image(tmp_path / 'a.jpg', seed=1)
+    arguments = {'demo': [tmp_path / 'a.jpg'] * 400 + ['--out-dir', tmp_path / 'out', '--backend', 'mxnet'],
+                 'evaluate': ['--data-root', tmp_path / 'data', '--num-workers', 0, '--batch-size', 1,
+                              '--backend', 'mxnet'],
+                 'deploy': ['--onnx', tmp_path / 'm.onnx', '--int8', tmp_path / 'calibration']}[script]
+    if script == 'evaluate':
+        synthetic.ensure_dataset(str(tmp_path / 'data'), num_train=1, num_test=200, seed=2)
+    if script == 'deploy':  # the export, then calibration on 100 images: seconds
+        (tmp_path / 'calibration').mkdir()
+        for index in range(100):
+            shutil.copy(tmp_path / 'a.jpg', tmp_path / 'calibration' / f'{index}.jpg')
+    process = subprocess.Popen([sys.executable, os.path.join(ROOT, f'{script}.py'), '--prefix', prefix, '--epoch', '1',
+                                *map(str, arguments)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        time.sleep(delay)
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=120)
+    finally:
+        process.kill()
+    assert process.returncode == 130, err[-3000:]
+    assert 'Traceback' not in err and err.strip().splitlines()[-1] == f'{script}.py: interrupted'
+    assert not [name for top, _, names in os.walk(tmp_path) for name in names if '.tmp' in name]  # no temporary

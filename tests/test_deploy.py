@@ -2,6 +2,7 @@
 no project code) with the same detections as demo.py; NMS settings; the optional ONNX export."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -114,6 +115,22 @@ def test_deploy_problems_are_clear_errors(prefix, caplog, extra, message):
     arguments = ['--prefix', prefix, '--epoch', '1'] if extra[0] != '--prefix' else []
     assert deploy.main(arguments + extra) == 2
     assert message in caplog.text
+
+
+def test_a_damaged_deploy_graph_exits_2_naming_it(prefix, tmp_path, caplog):
+    out = str(tmp_path / 'ssd')
+    for suffix in ('-0001.params', '-0001.json'):
+        shutil.copy(prefix + suffix, out + suffix)
+    assert deploy.main(['--prefix', out, '--epoch', '1']) == 0
+    write_image(tmp_path / 'a.jpg', seed=1)
+    with open(f'{out}-deploy-symbol.json', 'r+') as f:  # cut short
+        text = f.read()
+        f.seek(0)
+        f.truncate()
+        f.write(text[:len(text) // 2])
+    # before: MXNetError traceback from mx.sym.load, exit 1
+    assert demo.main([str(tmp_path / 'a.jpg'), '--prefix', out, '--deploy']) == 2
+    assert f'deploy graph {out}-deploy-symbol.json is damaged or not an MXNet symbol file (' in caplog.text
 
 
 def test_onnx_export_calls_the_exporter(prefix, tmp_path, monkeypatch):

@@ -63,6 +63,30 @@ def refused(script, arguments, capsys):
     ('deploy', ['--batch-size', '0'], 'argument --batch-size: expected an integer >= 1, got 0'),
     ('deploy', ['--nms-topk', 'many'], "argument --nms-topk: expected an integer >= 1, or -1 for no limit, "
                                        "got 'many'"),
+    # issue 14, further new-user mistakes
+    ('demo', ['--thresh', 'abc'], "argument --thresh: expected a number from 0 to 1, got 'abc'"),
+    ('demo', ['--nms-topk', '-5'], 'argument --nms-topk: expected an integer >= 1, or -1 for no limit, got -5'),
+    ('demo', ['--max-pixels', 'abc'], "argument --max-pixels: expected an integer >= 1, got 'abc'"),
+    ('demo', ['--gpu', 'a'], "argument --gpu: invalid int value: 'a'"),
+    ('train', ['--prefix', ''], "argument --prefix: expected a folder and a file name stem such as model/ssd, got ''"),
+    ('train', ['--prefix', 'model/'], "argument --prefix: expected a folder and a file name stem such as model/ssd, "
+                                      "got 'model/'"),
+    ('train', ['--kv-store', 'nonsense'], "argument --kv-store: invalid choice: 'nonsense' (choose from 'local', "
+                                          "'device', 'dist_sync', 'dist_async')"),
+    ('train', ['--lr-factor', 'nan'], 'argument --lr-factor: expected a finite number > 0, got nan'),
+    ('train', ['--val-interval', '-1'], 'argument --val-interval: expected an integer >= 0, got -1'),
+    ('train', ['--min-neg-samples', '-1'], 'argument --min-neg-samples: expected an integer >= 0, got -1'),
+    ('train', ['--end-epoch', '0'], 'argument --end-epoch: expected an integer >= 1, got 0'),
+    ('train', ['--begin-epoch', '5', '--end-epoch', '3'], '--end-epoch 3 must be after the first epoch to train (6)'),
+    ('train', ['--resume', 'last'], "argument --resume: expected an epoch number or 'latest', got 'last'"),
+    ('train', ['--seed', 'abc'], "argument --seed: invalid int value: 'abc'"),
+    ('evaluate', ['--batch-size', '-3'], 'argument --batch-size: expected an integer >= 1, got -3'),
+    ('evaluate', ['--num-workers', '-1'], 'argument --num-workers: expected an integer >= 0, got -1'),
+    ('evaluate', ['--gpus', 'a'], "argument --gpus: expected a comma list of GPU numbers, got 'a'"),
+    ('evaluate', ['--epoch', '-1'], "argument --epoch: expected an epoch number or 'best', got '-1'"),
+    ('deploy', ['--epoch', 'abc'], "argument --epoch: expected an epoch number or 'best', got 'abc'"),
+    ('deploy', ['--onnx-opset', '5'], 'argument --onnx-opset: expected an ONNX opset from 13 to 17, got 5'),
+    ('deploy', ['--onnx-opset', 'x'], "argument --onnx-opset: expected an ONNX opset from 13 to 17, got 'x'"),
 ])
 def test_bad_numbers_exit_2_naming_the_option_and_value(script, arguments, message, capsys):
     assert refused(script, arguments, capsys).endswith(message)
@@ -92,6 +116,11 @@ def test_output_paths_are_checked_before_any_work(tmp_path, capsys):
         f'argument --results-dir: {a_file} is a file, not a folder')
     assert refused('deploy', ['--onnx', str(tmp_path)], capsys).endswith(
         f'argument --onnx: {tmp_path} is a folder, not a file')
+    # before: tracebacks from os.makedirs / logging once the run had started
+    assert refused('train', ['--prefix', str(a_file / 'ssd')], capsys).endswith(
+        f"argument --prefix: cannot write {a_file / 'ssd'}: {a_file} is a file, not a folder")
+    assert refused('train', ['--log', str(tmp_path)], capsys).endswith(
+        f'argument --log: {tmp_path} is a folder, not a file')
     fresh = tmp_path / 'new' / 'deeper'
     assert demo.parse_args(['--out-dir', str(fresh), '--json', str(fresh / 'd.json')]).out_dir == str(fresh)
 

@@ -83,9 +83,20 @@ def test_int8_problems_exit_2_with_a_message(shipped_copy, data, tmp_path, capsy
     assert deploy.main(['--prefix', shipped_copy, '--onnx', str(out), '--int8', str(tmp_path / 'empty')]) == 2
     assert f"--int8: {tmp_path / 'empty'} holds no images" in caplog.text
     broken = tmp_path / 'broken'
-    shutil.copytree(data[1], broken)
-    first = sorted(os.listdir(broken))[0]
+    broken.mkdir()
+    for name in sorted(os.listdir(data[1]))[:3]:
+        shutil.copy(os.path.join(data[1], name), broken)
+    first, *others = sorted(os.listdir(broken))
     (broken / first).write_bytes((broken / first).read_bytes()[:400])
+    capsys.readouterr()
+    # an unreadable image is named and passed over, as demo.py does: the others calibrate, exit 2
     assert deploy.main(['--prefix', shipped_copy, '--onnx', str(out), '--int8', str(broken)]) == 2
-    assert f"--int8: {broken / first}: " in caplog.text
+    assert f"error: --int8: skipped {broken / first}: truncated or corrupt image" in caplog.text
+    assert f"wrote {out} (INT8, calibrated on 2 images; 1 unreadable skipped)" in capsys.readouterr().out
+    assert out.is_file()
+    for name in others:
+        (broken / name).write_bytes(b'')
+    out.unlink()
+    assert deploy.main(['--prefix', shipped_copy, '--onnx', str(out), '--int8', str(broken)]) == 2
+    assert f"--int8: none of the 3 images of {broken} can be decoded (last: {broken / others[-1]}: " in caplog.text
     assert not out.exists()

@@ -180,6 +180,56 @@ def test_resume_from_a_truncated_checkpoint_exits_2_naming_it(data_root, tmp_pat
     assert f'checkpoint {prefix}-0001.params is damaged or not an MXNet .params file' in log_text(prefix)
 
 
+@pytest.mark.parametrize('damage, message', [
+    (None, '--pretrained {path} does not exist'),
+    (b'garbage', "--pretrained {path} is not a GluonCV ImageNet weights file of mobilenet0.25's backbone "
+                 "(MXNetError: Check failed: fi->Read(&header): Invalid NDArray file format)"),
+    ('ssd', "--pretrained {path} is not a GluonCV ImageNet weights file of mobilenet0.25's backbone "
+            "(Parameter 'conv0_weight' is missing in file: {path})"),
+])
+def test_a_pretrained_file_that_is_missing_or_not_a_backbone_exits_2_naming_it(data_root, tmp_path, damage, message):
+    # before: MXNet's and Gluon's tracebacks, exit 1
+    path = tmp_path / 'backbone.params'
+    if damage == 'ssd':  # a whole SSD checkpoint, not GluonCV's ImageNet backbone
+        mx.nd.save(str(path), {'arg:multi_feat_2_conv_1x1_conv_weight': mx.nd.zeros((2, 2))})
+    elif damage:
+        path.write_bytes(damage)
+    assert run_train(data_root, tmp_path / 'x', '--pretrained', str(path), '--end-epoch', '1') == 2
+    assert message.format(path=path) in log_text(tmp_path / 'x')
+
+
+def test_resume_latest_with_nothing_left_to_train_exits_2(data_root, tmp_path):
+    prefix = tmp_path / 'ssd'
+    assert run_train(data_root, prefix, '--end-epoch', '1', '--val-interval', '0') == 0
+    # before: "resuming from epoch 1", then exit 0 without training anything
+    assert run_train(data_root, prefix, '--resume', '--end-epoch', '1') == 2
+    assert (f'--resume: the newest complete epoch of {prefix} is 1: nothing to train up to --end-epoch 1; '
+            f'pass a later --end-epoch') in log_text(prefix)
+
+
+def test_a_training_set_without_any_object_of_the_classes_exits_2(data_root, tmp_path):
+    # before: every object "unknown class", then a run that learnt background only, exit 0
+    assert run_train(data_root, tmp_path / 'x', '--class-names', 'dog,cat', '--end-epoch', '1') == 2
+    assert ("the training set holds no object of the classes ['dog', 'cat'] (12 images); check --class-names "
+            "and the annotations") in log_text(tmp_path / 'x')
+    assert not os.path.exists(f"{tmp_path / 'x'}-0001.params")
+
+
+def test_a_network_too_large_for_the_memory_exits_2_saying_so(data_root, tmp_path):
+    # before: MXNet's "simple_bind error ... Failed to allocate CPU Memory" traceback, exit 1.
+    # 100000 pixels a side: MXNet refuses the first allocation (480 GB of input) at once
+    assert run_train(data_root, tmp_path / 'x', '--data-shape', '100000', '--end-epoch', '1') == 2
+    assert ('not enough memory on [cpu(0)] for mobilenet0.25 at --data-shape 100000 with --batch-size 4: lower '
+            'them') in log_text(tmp_path / 'x')
+
+
+def test_a_batch_smaller_than_its_devices_exits_2_naming_both(data_root, tmp_path):
+    # before: MXNet's "Too many slices. Some splits are empty." (also in evaluate.py)
+    assert run_train(data_root, tmp_path / 'x', '--num-cpu-contexts', '8', '--end-epoch', '1') == 2
+    assert ('--batch-size 4 is smaller than the 8 devices it is split over (--gpus / --num-cpu-contexts): each '
+            'needs at least one image') in log_text(tmp_path / 'x')
+
+
 def test_finetune_to_fewer_classes_reinitialises_only_the_class_predictors(data_root, tmp_path):
     prefix = tmp_path / 'ssd'
     assert run_train(data_root, prefix, '--end-epoch', '1', '--val-interval', '0') == 0

@@ -29,8 +29,17 @@ def read_class_names(value):
     if value is None:
         return None
     if os.path.isfile(value):
-        with open(value) as f:
-            names = [line.strip() for line in f if line.strip()]
+        try:
+            with open(value, encoding='utf-8') as f:
+                names = [line.strip() for line in f if line.strip()]
+        except (OSError, UnicodeDecodeError) as error:
+            raise ValueError(f"--class-names {value}: cannot be read as a text file ({error})") from error
+    elif os.path.isdir(value):
+        raise ValueError(f"--class-names {value} is a folder, not a file of class names")
+    elif '/' in value or os.sep in value or value.lower().endswith(('.txt', '.names', '.csv')):
+        # a file name, not a class: as a one-class list every annotated object would be "unknown"
+        raise FileNotFoundError(f"--class-names {value}: no such file (a comma list of names, or a file with "
+                                f"one name per line)")
     else:
         names = [name.strip() for name in value.split(',') if name.strip()]
     if not names:
@@ -50,6 +59,8 @@ def load_voc(root, sets, class_names, use_difficult=True):
     records, problems = [], []
     for image_set in sets:
         year, _, split = image_set.partition('_')
+        if not (year and split):
+            raise ValueError(f"VOC image set {image_set!r}: expected YEAR_SPLIT, such as 2007_test or 2012_trainval")
         base = os.path.join(root, f'VOC{year}')
         list_file = os.path.join(base, 'ImageSets', 'Main', f'{split}.txt')
         if not os.path.isfile(list_file):
@@ -69,15 +80,20 @@ def load_voc(root, sets, class_names, use_difficult=True):
 def _voc_label(xml_path, class_names, use_difficult, problems):
     try:
         tree = ElementTree.parse(xml_path).getroot()
-        width = float(tree.find('size/width').text)
-        height = float(tree.find('size/height').text)
-    except (OSError, ElementTree.ParseError, AttributeError, ValueError) as error:
+        width, height = (_size(tree, tag) for tag in ('width', 'height'))
+    except (OSError, ElementTree.ParseError, ValueError) as error:
         problems.append(Problem(xml_path, f'unreadable annotation ({error}); image skipped'))
         return None
-    rows = []
+    rows, broken = [], 0
     for obj in tree.iter('object'):
         name = (obj.findtext('name') or '').strip()
-        difficult = int(obj.findtext('difficult') or 0)
+        try:
+            difficult = int(float(obj.findtext('difficult') or 0))
+        except ValueError:
+            problems.append(Problem(xml_path, f"object {name!r} has <difficult> {obj.findtext('difficult')!r}, "
+                                              f"not 0 or 1; object skipped"))
+            broken += 1
+            continue
         if difficult and not use_difficult:
             continue
         if name not in class_names:
@@ -87,11 +103,30 @@ def _voc_label(xml_path, class_names, use_difficult, problems):
             box = [float(obj.find('bndbox/' + tag).text) - 1 for tag in ('xmin', 'ymin', 'xmax', 'ymax')]
         except (AttributeError, TypeError, ValueError):
             problems.append(Problem(xml_path, f'object {name!r} has no valid bndbox; object skipped'))
+            broken += 1
             continue
         if _box_problem(box, width, height, xml_path, name, problems):
+            broken += 1
             continue
         rows.append([class_names.index(name)] + box + [difficult])
+    if broken and not rows:  # its objects are there, only misannotated: not an image without objects
+        problems.append(Problem(xml_path, 'no valid object left; image skipped rather than used as a negative'))
+        return None
     return np.array(rows, dtype=np.float32).reshape(-1, 6)
+
+
+def _size(tree, tag):
+    """``<size><tag>`` of a VOC annotation as a positive number; ValueError saying what is wrong."""
+    text = tree.findtext(f'size/{tag}')
+    if text is None:
+        raise ValueError(f'no <size><{tag}>')
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f'<size><{tag}> {text!r} is not a number') from None
+    if not 0 < value < float('inf'):
+        raise ValueError(f'<size><{tag}> {text!r} is not a positive size')
+    return value
 
 
 def _box_problem(box, width, height, path, name, problems):
@@ -119,8 +154,16 @@ def load_coco(root, split, class_names=None):
     if not os.path.isfile(ann_file):
         raise FileNotFoundError(f"COCO split {split!r}: {ann_file} does not exist "
                                 f"(--data-root should be the COCO root)")
-    with open(ann_file) as f:
-        data = json.load(f)
+    try:
+        with open(ann_file, encoding='utf-8') as f:
+            data = json.load(f)
+    except ValueError as error:  # json.JSONDecodeError, UnicodeDecodeError
+        raise ValueError(f"COCO split {split!r}: {ann_file} is damaged ({error})") from error
+    keys = ('images', 'annotations', 'categories')
+    missing = [key for key in keys if key not in data] if isinstance(data, dict) else list(keys)
+    if missing:
+        raise ValueError(f"COCO split {split!r}: {ann_file} is not a COCO annotation file (no "
+                         f"{', '.join(missing)})")
     categories = {c['id']: c['name'] for c in data['categories']}
     unknown = [name for name in class_names or [] if name not in categories.values()]
     if unknown:

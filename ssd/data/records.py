@@ -89,7 +89,10 @@ class RecordSource:
             raise FileNotFoundError(f"index file {idx_path} for {rec_path} does not exist")
         self.path = rec_path
         self.use_difficult = use_difficult  # False: objects flagged difficult are dropped by load()
-        self._records = mx.gluon.data.RecordFileDataset(rec_path)
+        try:
+            self._records = mx.gluon.data.RecordFileDataset(rec_path)
+        except (ValueError, IndexError, mx.base.MXNetError) as error:  # a .idx that is not MXNet's
+            raise ValueError(f"index file {idx_path} for {rec_path} is damaged ({error})") from error
 
     def __len__(self):
         return len(self._records)
@@ -104,19 +107,27 @@ class RecordSource:
             with open(lst_path) as f:
                 return [(len(line.split('\t')) - 2 - int(line.split('\t')[1])) // int(line.split('\t')[2])
                         for line in f if line.strip()]
-        return [len(unpack_label(mx.recordio.unpack(self._records[i])[0].label, 1, 1))
-                for i in range(len(self))]
+        return [len(unpack_label(self._unpack(i)[0].label, 1, 1)) for i in range(len(self))]
 
     def truth(self, index, width, height):
         """Pixel label rows ``(K, 6)`` of record ``index``, whose image is ``width`` x ``height``."""
-        return unpack_label(mx.recordio.unpack(self._records[index])[0].label, width, height)
+        return unpack_label(self._unpack(index)[0].label, width, height)
 
     def image_key(self, index):
         """``(index, rec file name)``: a record file has no image ids of its own."""
         return index, os.path.basename(self.path)
 
+    def _unpack(self, index):
+        """``(header, encoded image)`` of record ``index``; ValueError naming the file if unreadable."""
+        try:
+            return mx.recordio.unpack(self._records[index])
+        except mx.base.MXNetError as error:  # not a RecordIO file, or cut short
+            raise ValueError(f"{self.name(index)}: cannot be read from {self.path} "
+                             f"({str(error).strip().splitlines()[-1]}); a damaged file, or not a .rec of "
+                             f"tools/prepare_dataset.py") from error
+
     def load(self, index):
-        header, encoded = mx.recordio.unpack(self._records[index])
+        header, encoded = self._unpack(index)
         image = decode(encoded, self.name(index))
         height, width = image.shape[:2]
         label = unpack_label(header.label, width, height)

@@ -26,7 +26,16 @@ def default_cache_dir():
 
 
 def open_split(spec):
-    """The ``Split`` (source, class names, annotation problems, COCO json or None) of ``spec``."""
+    """The ``Split`` (source, class names, annotation problems, COCO json or None) of ``spec``;
+    a ``spec.num_class`` other than the number of class names is a ValueError."""
+    split = _open(spec)
+    if spec.num_class is not None and spec.num_class != len(split.class_names):
+        raise ValueError(f"--num-class {spec.num_class} does not match the {len(split.class_names)} "
+                         f"class names {split.class_names}")
+    return split
+
+
+def _open(spec):
     if spec.dataset == 'synthetic':
         root = spec.data_root or os.path.join(default_cache_dir(), 'synthetic')
         synthetic.ensure_dataset(root)

@@ -29,23 +29,50 @@ def ensure_dataset(root, num_train=1200, num_test=300, seed=0):
     """Generate the dataset into ``root`` unless a complete copy is already there.
 
     The copy is built in a temporary folder beside ``root`` and renamed into place, so an
-    interrupted generation never leaves a half-written dataset behind.
+    interrupted generation never leaves a half-written dataset behind. ``root`` must be new, an
+    empty folder or a copy made here: anything else (a file, a folder holding other files) is a
+    ``ValueError`` naming it, and nothing of it is touched.
     """
     marker = os.path.join(root, 'VOC2007', 'ImageSets', 'Main', 'test.txt')
     if os.path.exists(marker):
         return root
+    _check_free(root)
     parent = os.path.dirname(os.path.abspath(root))
     os.makedirs(parent, exist_ok=True)
     staging = tempfile.mkdtemp(prefix='.synthetic-', dir=parent)
     try:
         generate(staging, num_train, num_test, seed)
-        if os.path.exists(root):
-            shutil.rmtree(root)
+        if os.path.exists(marker):  # another process generated it meanwhile: keep that copy
+            return root
+        if os.path.isdir(root):
+            try:
+                os.rmdir(root)  # empty (checked above); never a folder that holds anything
+            except OSError as error:
+                raise ValueError(f"cannot generate the synthetic data set in {root}: files appeared in it "
+                                 f"while it was generated ({error.strerror})") from error
         os.rename(staging, root)
     finally:
         if os.path.exists(staging):
             shutil.rmtree(staging)
     return root
+
+
+def _check_free(root):
+    """Raise ``ValueError`` unless ``root`` is new or an empty folder below folders (not files)."""
+    what = f"cannot generate the synthetic data set in {root}"
+    if os.path.isdir(root):
+        if os.listdir(root):
+            raise ValueError(f"{what}: the folder is not empty and holds no synthetic set "
+                             f"(no VOC2007/ImageSets/Main/test.txt); give a new or empty folder, or "
+                             f"--dataset voc/coco/rec for a data set of your own")
+        return
+    if os.path.lexists(root):
+        raise ValueError(f"{what}: it is a file, not a folder")
+    above = os.path.dirname(os.path.abspath(root))
+    while not os.path.exists(above):
+        above = os.path.dirname(above)
+    if not os.path.isdir(above):
+        raise ValueError(f"{what}: {above} is a file, not a folder")
 
 
 def generate(root, num_train, num_test, seed):

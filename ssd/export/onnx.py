@@ -31,14 +31,11 @@ import io
 import json
 
 from ssd.checkpoint import atomic_write
+from ssd.options import OPSETS
 
 __all__ = ['export_onnx', 'to_onnx_model', 'OnnxExportError', 'OPSETS', 'NMS_MODES', 'INPUT_NAME',
            'OUTPUT_NAME']
 
-#: ONNX opsets supported: mx2onnx's converters target 13 (its opset-12 output fails its own
-#: final check, which uses the newest opset's schemas); 14-17 changed the semantics of none of
-#: the operators emitted (13, 15 and 17 were checked), 18 changed Reduce*/Pad/Split inputs.
-OPSETS = range(13, 18)
 #: ``box_nms`` conversions: ``standard`` is one ONNX NonMaxSuppression (accelerated by
 #: runtimes; fast with ``nms_topk=-1``), ``exact`` an ONNX Loop over the sorted boxes that
 #: reproduces MXNet's visit order bit for bit, ties included (slow without a top-k).

@@ -11,15 +11,31 @@ AMX); elsewhere the model can be slower than the float one (docs/benchmarks.md).
 import numpy as np
 
 from ssd.data.dataset import preprocess
-from ssd.data.images import read_image
+from ssd.data.images import UnreadableImage, read_image
 
-__all__ = ['calibration_inputs', 'depthwise', 'quantize_onnx']
+__all__ = ['calibration_inputs', 'readable_inputs', 'depthwise', 'quantize_onnx']
 
 
 def calibration_inputs(paths, data_shape):
     """(n, 3, S, S) float32 network inputs of the image files ``paths`` (``preprocess``ed).
     Raises ``images.UnreadableImage`` naming a file that does not decode."""
     return np.stack([preprocess(read_image(path), data_shape).asnumpy() for path in paths])
+
+
+def readable_inputs(paths, data_shape, limit):
+    """``(inputs, skipped)``: the (n, 3, S, S) network inputs of the first ``limit`` images of
+    ``paths`` that decode, and the messages of those that do not (``images.UnreadableImage``,
+    each naming its file), which are passed over."""
+    inputs, skipped = [], []
+    for path in paths:
+        if len(inputs) == limit:
+            break
+        try:
+            inputs.append(preprocess(read_image(path), data_shape).asnumpy())
+        except UnreadableImage as error:
+            skipped.append(str(error))
+    shape = (0, 3) + ((data_shape, data_shape) if isinstance(data_shape, int) else tuple(data_shape))
+    return (np.stack(inputs) if inputs else np.zeros(shape, np.float32)), skipped
 
 
 def depthwise(node):

@@ -17,7 +17,8 @@ import numpy as np
 
 from .detector import Detector
 
-__all__ = ['BACKENDS', 'BackendUnavailable', 'make_detector', 'resolve', 'installed', 'cached_onnx']
+__all__ = ['BACKENDS', 'BackendUnavailable', 'make_detector', 'resolve', 'installed', 'cached_onnx',
+           'check_onnx_file']
 
 #: Backend names; ``auto`` is the fastest installed one (``AUTO_ORDER``).
 BACKENDS = ('auto', 'mxnet', 'onnxruntime', 'openvino')
@@ -48,13 +49,48 @@ def make_detector(backend, symbol, arg_params, aux_params, data_shape, batch_siz
     backend = 'mxnet' if backend == 'auto' and on_gpu else resolve(backend)
     if backend == 'mxnet':
         return Detector(symbol, batch_size, data_shape, ctx, arg_params, aux_params)
+    fixed_batch = None
     if onnx_file is None:
         onnx_file = cached_onnx(cache_prefix, symbol, arg_params, aux_params, data_shape)
     elif not os.path.isfile(onnx_file):
         raise FileNotFoundError(f"--onnx {onnx_file} does not exist")
-    if backend == 'onnxruntime':
-        return OnnxDetector(_onnxruntime_runner(onnx_file), batch_size)
-    return OnnxDetector(_openvino_runner(onnx_file, batch_size, data_shape), batch_size, pad=True)
+    else:  # OpenVINO compiles for the batch size; onnxruntime needs a symbolic or equal batch axis
+        fixed_batch = check_onnx_file(onnx_file, data_shape, batch_size if backend == 'onnxruntime' else None)
+    try:
+        if backend == 'onnxruntime':
+            # a fixed batch axis (deploy.py --batch-size): a short last batch is padded
+            return OnnxDetector(_onnxruntime_runner(onnx_file), batch_size, pad=fixed_batch is not None)
+        return OnnxDetector(_openvino_runner(onnx_file, batch_size, data_shape), batch_size, pad=True)
+    except Exception as error:  # the runtimes' own exception types: a file they cannot load or compile
+        raise ValueError(f"--onnx {onnx_file}: {backend} cannot run it ({_last_line(error)})") from error
+
+
+def check_onnx_file(path, data_shape, batch_size=None):
+    """Raise ``ValueError`` naming ``path`` unless it is an ONNX model with an input ``data`` of
+    (batch, 3, H, W) images of ``data_shape`` (the checkpoint's input size); with ``batch_size``,
+    a fixed batch axis must be that size. Returns the fixed batch size, or None (symbolic)."""
+    import onnx
+    try:
+        model = onnx.load(path, load_external_data=False)
+    except Exception as error:  # DecodeError and others: not a protobuf ONNX file
+        raise ValueError(f"--onnx {path} is not an ONNX model ({_last_line(error)})") from error
+    weights = {tensor.name for tensor in model.graph.initializer}
+    inputs = {i.name: i for i in model.graph.input if i.name not in weights}
+    if 'data' not in inputs:
+        raise ValueError(f"--onnx {path} has no input 'data' (inputs: {', '.join(inputs) or 'none'}): "
+                         f"not an export of this project's detector")
+    dims = [d.dim_value or d.dim_param or '?' for d in inputs['data'].type.tensor_type.shape.dim]
+    if len(dims) != 4 or list(dims[1:]) != [3] + _as_hw(data_shape):
+        raise ValueError(f"--onnx {path} takes input data of shape ({', '.join(map(str, dims))}), not (batch, 3, "
+                         f"{', '.join(map(str, _as_hw(data_shape)))}) of the model's data shape")
+    if batch_size is not None and isinstance(dims[0], int) and dims[0] != batch_size:
+        raise ValueError(f"--onnx {path} was exported for batches of exactly {dims[0]} images, not {batch_size}: "
+                         f"pass --batch-size {dims[0]}, or export it without deploy.py's --batch-size")
+    return dims[0] if isinstance(dims[0], int) else None
+
+
+def _last_line(error):
+    return (str(error).strip().splitlines() or [type(error).__name__])[-1]
 
 
 def resolve(backend):

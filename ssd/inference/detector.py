@@ -7,7 +7,7 @@ import mxnet as mx
 
 from .evaluation import pixel_detections
 
-__all__ = ['Detector', 'contexts', 'evaluate_loader']
+__all__ = ['Detector', 'contexts', 'check_batch_split', 'evaluate_loader']
 
 
 def contexts(gpus='', num_cpu_contexts=1):
@@ -22,10 +22,18 @@ def contexts(gpus='', num_cpu_contexts=1):
     return [mx.cpu(i) for i in range(num_cpu_contexts)]
 
 
+def check_batch_split(batch_size, ctx):
+    """ValueError unless each of the devices ``ctx`` gets at least one image of a batch."""
+    if batch_size < len(ctx):  # MXNet's own message: "Too many slices. Some splits are empty."
+        raise ValueError(f"--batch-size {batch_size} is smaller than the {len(ctx)} devices it is split over "
+                         f"(--gpus / --num-cpu-contexts): each needs at least one image")
+
+
 class Detector:
     """An inference Module: ``detect(images)`` -> (B, N, 6) detections as NumPy."""
 
     def __init__(self, symbol, batch_size, data_shape, ctx, arg_params=None, aux_params=None):
+        check_batch_split(batch_size, ctx)
         self.batch_size = batch_size
         self.module = mx.mod.Module(symbol, data_names=['data'], label_names=None, context=ctx)
         self.module.bind(data_shapes=[('data', (batch_size, 3, data_shape, data_shape))], for_training=False)

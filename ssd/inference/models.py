@@ -58,12 +58,14 @@ def from_checkpoint(prefix, epoch, network=None, data_shape=None, class_names=No
                          f"sidecar recording them")
     if network not in symbols.network_names():
         raise ValueError(f"unknown network {network!r}; choose from {', '.join(symbols.network_names())}")
+    data_shape, class_names = _sidecar_values(checkpoint.sidecar_path(prefix, int(epoch)) if str(epoch) != 'best'
+                                              else f'{prefix}-best.params', data_shape, class_names)
     nms = {**NMS_DEFAULTS, **(nms or {})}
-    symbol = symbols.get_symbol(network, len(class_names), int(data_shape), **nms)
-    described = {'network': network, 'data_shape': int(data_shape), 'class_names': list(class_names),
+    symbol = symbols.get_symbol(network, len(class_names), data_shape, **nms)
+    described = {'network': network, 'data_shape': data_shape, 'class_names': class_names,
                  'nms_threshold': nms['nms_thresh'], 'force_suppress': nms['force_suppress'],
                  'nms_topk': nms['nms_topk'], 'source': f'{prefix} epoch {epoch}'}
-    return _checked(Model(symbol, arg, aux, int(data_shape), list(class_names), described))
+    return _checked(Model(symbol, arg, aux, data_shape, class_names, described))
 
 
 def from_deploy(prefix, data_shape=None, class_names=None):
@@ -79,7 +81,13 @@ def from_deploy(prefix, data_shape=None, class_names=None):
     if not data_shape or not class_names:
         raise ValueError(f"--data-shape and --class-names needed: {target}-0000.json does not record them")
     info = {**info, 'source': f"{graph} (from {info.get('source', '?')})"}
-    model = Model(mx.sym.load(graph), arg, aux, int(data_shape), list(class_names), info)
+    try:
+        symbol = mx.sym.load(graph)
+    except mx.base.MXNetError as error:  # truncated or not an MXNet graph
+        raise ValueError(f"deploy graph {graph} is damaged or not an MXNet symbol file "
+                         f"({str(error).strip().splitlines()[-1]}); write it again with deploy.py") from error
+    data_shape, class_names = _sidecar_values(f'{target}-0000.json', data_shape, class_names)
+    model = Model(symbol, arg, aux, data_shape, class_names, info)
     return _checked(model)
 
 
@@ -151,8 +159,23 @@ def _sha1(path):
     return digest.hexdigest()
 
 
+def _sidecar_values(sidecar, data_shape, class_names):
+    """``(int data_shape, list of class names)``; a ValueError naming ``sidecar`` if its values
+    (or the options') are not a positive size and a list of distinct names."""
+    if isinstance(data_shape, bool) or not isinstance(data_shape, (int, str)) or not str(data_shape).isdigit() \
+            or int(data_shape) < 1:
+        raise ValueError(f"{sidecar}: data_shape {data_shape!r} is not a positive size; restore the file or "
+                         f"pass --data-shape")
+    if isinstance(class_names, str) or not all(isinstance(name, str) and name for name in class_names) \
+            or len(set(class_names)) != len(class_names):
+        raise ValueError(f"{sidecar}: class_names {class_names!r} is not a list of distinct names; restore the "
+                         f"file or pass --class-names")
+    return int(data_shape), list(class_names)
+
+
 def _checked(model):
-    """``model`` if its parameters are exactly those its graph needs, with their shapes."""
+    """``model`` if its parameters are exactly those its graph needs, with their shapes, and all
+    finite (a diverged checkpoint would detect nothing, silently)."""
     symbol = model.symbol
     names = [n for n in symbol.list_arguments() if n != 'data']
     missing = [n for n in names if n not in model.arg_params]
@@ -174,8 +197,13 @@ def _checked(model):
     if wrong:
         raise ValueError(f"{source} does not fit this graph with {len(model.class_names)} classes "
                          f"({'; '.join(wrong[:3])}): check --class-names and --network")
-    return model._replace(arg_params={n: model.arg_params[n] for n in names},
-                          aux_params={n: model.aux_params[n] for n in symbol.list_auxiliary_states()})
+    model = model._replace(arg_params={n: model.arg_params[n] for n in names},
+                           aux_params={n: model.aux_params[n] for n in symbol.list_auxiliary_states()})
+    bad = checkpoint.non_finite_names(model.arg_params, model.aux_params)
+    if bad:
+        raise ValueError(f"{source} holds NaN or infinity ({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''}): "
+                         f"the weights of a run that diverged; use an earlier epoch")
+    return model
 
 
 def describe(model):

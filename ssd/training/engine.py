@@ -31,7 +31,7 @@ from ssd import checkpoint, interrupts
 from ssd.data.annotations import read_class_names
 from ssd.data.dataset import DetectionDataset, EpochSampler, label_width
 from ssd.data.sources import DataSpec, open_split, report_problems
-from ssd.inference.detector import Detector, contexts, evaluate_loader
+from ssd.inference.detector import Detector, check_batch_split, contexts, evaluate_loader
 from ssd.inference.evaluation import VOCEvaluator, format_ap_table
 from . import distwatch
 
@@ -124,10 +124,14 @@ def train(config):
     np.random.seed(config.seed)
     mx.random.seed(config.seed)
     ctx = contexts(config.gpus, config.num_cpu_contexts)
+    check_batch_split(config.batch_size, ctx)
     for path in checkpoint.remove_stale_temporaries(config.prefix):
         log.info('removed %s, a temporary file of a run that was killed', path)
     if config.resume is not None:
         config = dataclasses.replace(config, resume=checkpoint.resume_epoch(config.prefix, config.resume))
+        if config.resume >= config.end_epoch:  # --resume latest: known only now (a number is checked by train.py)
+            raise ValueError(f"--resume: the newest complete epoch of {config.prefix} is {config.resume}: nothing to "
+                             f"train up to --end-epoch {config.end_epoch}; pass a later --end-epoch")
     kv = mx.kv.create(config.kv_store)
     distwatch.watch_kvstore(kv)  # a lost parameter-server node ends this process
     train_split, val_split = open_splits(config)
@@ -202,11 +206,11 @@ def open_splits(config):
     train_split, val_split = open_split(specs[0]), open_split(specs[1])
     for split in (train_split, val_split):
         report_problems(split.problems, log)
-    if config.num_class is not None and config.num_class != len(train_split.class_names):
-        raise ValueError(f"--num-class {config.num_class} does not match the {len(train_split.class_names)} "
-                         f"class names {train_split.class_names}")
     if len(train_split.source) == 0:
         raise ValueError('the training set is empty')
+    if not any(train_split.source.object_counts()):  # e.g. --class-names that name no annotated class
+        raise ValueError(f"the training set holds no object of the classes {train_split.class_names} "
+                         f"({len(train_split.source)} images); check --class-names and the annotations")
     if len(val_split.source) == 0 and config.val_interval:
         raise ValueError(f"the validation set {', '.join(config.val_sets) or config.val_path} has no images; "
                          f"pass --val-interval 0 to train without validation")
@@ -251,8 +255,14 @@ def build_module(config, num_classes, width, ctx, kv, optimizer):
         log.info('frozen parameters: %s', ', '.join(fixed))
     module = mx.mod.Module(symbol, data_names=['data'], label_names=['label'], context=ctx,
                            fixed_param_names=fixed)
-    module.bind(data_shapes=[('data', (config.batch_size, 3, config.data_shape, config.data_shape))],
-                label_shapes=[('label', (config.batch_size, width, 6))])
+    try:
+        module.bind(data_shapes=[('data', (config.batch_size, 3, config.data_shape, config.data_shape))],
+                    label_shapes=[('label', (config.batch_size, width, 6))])
+    except RuntimeError as error:  # MXNetError, or Module's "simple_bind error" around it
+        if 'failed to allocate' not in str(error).lower():
+            raise
+        raise ValueError(f"not enough memory on {ctx} for {config.network} at --data-shape {config.data_shape} "
+                         f"with --batch-size {config.batch_size}: lower them") from None
     arg_params, aux_params, states = initial_params(config, module)
     module.init_params(initializer=INITIALIZER,
                        arg_params=arg_params, aux_params=aux_params, allow_missing=True, allow_extra=True)
@@ -292,7 +302,14 @@ def initial_params(config, module):
         return arg, aux, None
     if config.pretrained:
         from symbols.convert import load_backbone_params
-        arg, aux = load_backbone_params(config.network, config.pretrained)
+        if not os.path.isfile(config.pretrained):
+            raise FileNotFoundError(f"--pretrained {config.pretrained} does not exist")
+        try:
+            arg, aux = load_backbone_params(config.network, config.pretrained)
+        except Exception as error:  # truncated, not an NDArray file, another network's: several kinds
+            reason = (str(error).strip().splitlines() or [type(error).__name__])[-1].split(', which contains')[0]
+            raise ValueError(f"--pretrained {config.pretrained} is not a GluonCV ImageNet weights file of "
+                             f"{config.network}'s backbone ({reason})") from error
         log.info('backbone initialised from %s (%d arrays)', config.pretrained, len(arg) + len(aux))
         return arg, aux, None
     return None, None, None

@@ -83,7 +83,8 @@ def from_deploy(prefix, data_shape=None, class_names=None):
     info = {**info, 'source': f"{graph} (from {info.get('source', '?')})"}
     try:
         symbol = mx.sym.load(graph)
-    except mx.base.MXNetError as error:  # truncated or not an MXNet graph
+    except (mx.base.MXNetError, ValueError) as error:  # truncated, not a graph; or MXNet's own error
+        # text, quoting the broken bytes, fails to decode (UnicodeDecodeError)
         raise ValueError(f"deploy graph {graph} is damaged or not an MXNet symbol file "
                          f"({str(error).strip().splitlines()[-1]}); write it again with deploy.py") from error
     data_shape, class_names = _sidecar_values(f'{target}-0000.json', data_shape, class_names)

@@ -48,3 +48,22 @@ def test_heartbeats_too_rare_for_the_timeout_are_refused(interval):
     with pytest.raises(ValueError, match=rf"PS_HEARTBEAT_INTERVAL='{interval}' must be a whole number "
                                          rf"of seconds from 1 to 29: a node silent for 60 s"):
         distwatch.prepare_role(environ)
+
+
+@pytest.mark.parametrize('counts, lost_at', [
+    ([1, 1, 0, 0, 2], 4),   # PS-lite's start window (every node "dead"), then running, then a loss
+    ([0, 0, 1], 2),         # started at once
+    ([2, 1, 1], None),      # never seen started: not a loss (the start is still going on)
+    ([0, 0, 0], None),
+])
+def test_a_dead_count_is_a_loss_only_after_the_count_has_read_zero(counts, lost_at):
+    started = set()
+    verdicts = [distwatch.counts_as_lost(count, 4, started) for count in counts]
+    assert verdicts == [i == lost_at for i in range(len(counts))]
+
+
+def test_each_watched_group_starts_on_its_own():
+    started = set()
+    assert not distwatch.counts_as_lost(0, 2, started)  # servers seen started
+    assert not distwatch.counts_as_lost(1, 4, started)  # workers not yet
+    assert distwatch.counts_as_lost(1, 2, started)

@@ -307,7 +307,9 @@ def test_dist_sync_on_loopback(data_root, tmp_path):
         processes.append(subprocess.Popen(command + prefix, env=role_env, cwd=ROOT, stdout=subprocess.PIPE,
                                           stderr=subprocess.STDOUT))
     try:
-        outputs = [p.communicate(timeout=240)[0].decode(errors='replace') for p in processes]
+        deadline = time.monotonic() + 240  # for the whole run, not per process
+        outputs = [p.communicate(timeout=max(1.0, deadline - time.monotonic()))[0].decode(errors='replace')
+                   for p in processes]
     finally:
         for p in processes:
             p.kill()

@@ -35,7 +35,7 @@ import time
 import weakref
 
 __all__ = ['DEFAULT_TIMEOUT', 'GRACE', 'dist_timeout', 'heartbeat_interval', 'prepare_role',
-           'watch_kvstore']
+           'watch_kvstore', 'counts_as_lost']
 
 DEFAULT_TIMEOUT = 120.0
 GRACE = 10.0         # seconds the main thread has to stop by itself after Ctrl-C
@@ -150,6 +150,7 @@ def _watch_liveness(role, kvstore, watched, timeout):
     """
     dead_after = _dead_after(timeout)
     count = ctypes.c_int()
+    started = set()  # groups whose dead count has read 0 once: PS-lite's start is complete
     while True:
         time.sleep(_POLL)
         for group, name in watched:
@@ -158,12 +159,29 @@ def _watch_liveness(role, kvstore, watched, timeout):
                 return
             _lib().MXKVStoreGetNumDeadNode(store.handle, group, ctypes.byref(count), dead_after)
             del store
-            if count.value:
+            if counts_as_lost(count.value, group, started):
                 lost = (f"the {name} of the parameter server (it stops when a worker or server "
                         f"is lost: see its output)" if group == _SCHEDULER else
                         f"{count.value} {name} node(s) of the parameter server")
                 _end(_LOST_STATUS, f"{role}: lost {lost}, no heartbeat for {dead_after} s; "
                                    f"stopping (MULTIBOX_DIST_TIMEOUT={timeout:g} s)")
+
+
+def counts_as_lost(dead, group, started):
+    """Whether a dead-node count ``dead`` of ``group`` means a lost node; ``started`` (a set,
+    updated here) holds the groups whose count has read 0 once.
+
+    PS-lite marks its node table ready a moment before it records its start time, and in that
+    window it counts every node without a heartbeat yet as dead (start time 0). A server or
+    scheduler whose watch queried then stopped at once and left the others waiting for it at
+    PS-lite's first barrier. Once the count has read 0, the start is complete: from then on a
+    non-zero count is a real loss.
+    """
+    if group not in started:
+        if dead == 0:
+            started.add(group)
+        return False
+    return dead > 0
 
 
 def _lib():

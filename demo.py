@@ -15,20 +15,12 @@ converted to 8-bit RGB. A file that is missing, not an image, truncated or corru
 other images are still processed, and the exit status is then 2. Bad option values (a ``--thresh``
 outside [0, 1], an ``--out-dir`` that is a file...) stop it before any work, also with status 2.
 """
-import signal
-import sys
+from ssd import interrupts
 
-
-def _interrupted(signum, frame):
-    sys.stderr.write('demo.py: interrupted\n')
-    sys.exit(130)
-
-
-# Ctrl-C at any moment, also while MXNet loads: that line and exit status 130, no traceback (the
-# outputs are written atomically: none is left half written). An ignored SIGINT (a background
-# job of a non-interactive shell) stays ignored.
-if __name__ == '__main__' and signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
-    signal.signal(signal.SIGINT, _interrupted)
+# Ctrl-C at any moment, also while MXNet loads: one line and exit status 130, no traceback (the
+# outputs are written atomically: none is left half written)
+if __name__ == '__main__':
+    interrupts.exit_on_ctrl_c('demo.py')
 
 # the imports come after that handler on purpose (flake8: E402)
 import argparse
@@ -36,6 +28,7 @@ import json
 import logging
 import os
 import statistics
+import sys
 import time
 import warnings
 

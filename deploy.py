@@ -21,25 +21,18 @@ exact`` asks for the Loop that keeps MXNet's order among tied scores; its batch 
 ``--batch-size`` fixes it. ``--int8 FOLDER`` makes that file an INT8 model instead
 (``ssd.export.quantization``: convolutions in INT8, calibrated on the images of FOLDER).
 """
-import signal
-import sys
+from ssd import interrupts
 
-
-def _interrupted(signum, frame):
-    sys.stderr.write('deploy.py: interrupted\n')
-    sys.exit(130)
-
-
-# Ctrl-C at any moment, also while MXNet loads: that line and exit status 130, no traceback (the
-# outputs are written atomically: none is left half written). An ignored SIGINT (a background
-# job of a non-interactive shell) stays ignored.
-if __name__ == '__main__' and signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
-    signal.signal(signal.SIGINT, _interrupted)
+# Ctrl-C at any moment, also while MXNet loads: one line and exit status 130, no traceback (the
+# outputs are written atomically: none is left half written)
+if __name__ == '__main__':
+    interrupts.exit_on_ctrl_c('deploy.py')
 
 # the imports come after that handler on purpose (flake8: E402)
 import argparse
 import logging
 import os
+import sys
 import tempfile
 
 from ssd import checkpoint, options

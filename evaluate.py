@@ -10,25 +10,18 @@ image ids, boxes ``[xmin, ymin, xmax, ymax]`` in pixels); ``--results-dir DIR`` 
 devkit's ``comp4_det_<split>_<class>.txt`` files, or COCO's results JSON for ``--dataset coco``;
 a precision-recall plot per class goes beside them (``--pr-plot``).
 """
-import signal
-import sys
+from ssd import interrupts
 
-
-def _interrupted(signum, frame):
-    sys.stderr.write('evaluate.py: interrupted\n')
-    sys.exit(130)
-
-
-# Ctrl-C at any moment, also while MXNet loads: that line and exit status 130, no traceback (the
-# outputs are written atomically: none is left half written). An ignored SIGINT (a background
-# job of a non-interactive shell) stays ignored.
-if __name__ == '__main__' and signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
-    signal.signal(signal.SIGINT, _interrupted)
+# Ctrl-C at any moment, also while MXNet loads: one line and exit status 130, no traceback (the
+# outputs are written atomically: none is left half written)
+if __name__ == '__main__':
+    interrupts.exit_on_ctrl_c('evaluate.py')
 
 # the imports come after that handler on purpose (flake8: E402)
 import argparse
 import logging
 import os
+import sys
 
 import mxnet as mx
 

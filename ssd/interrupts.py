@@ -1,4 +1,4 @@
-"""Ctrl-C (SIGINT) held back while a checkpoint is being written.
+"""Ctrl-C (SIGINT) held back while a checkpoint is being written, and scripts that end on it.
 
 Outside :func:`deferred` blocks Ctrl-C raises ``KeyboardInterrupt`` as usual. Inside one, the
 signal is only remembered: the block runs to its end (a checkpoint is never half committed, the
@@ -7,9 +7,10 @@ metrics file never half written), then the handler that was in place (Python's r
 """
 import contextlib
 import signal
+import sys
 import threading
 
-__all__ = ['deferred']
+__all__ = ['deferred', 'exit_on_ctrl_c']
 
 _held = {'depth': 0, 'pending': False, 'previous': None}
 
@@ -44,3 +45,16 @@ def deferred(then_raise=True):
     if outermost and _held['pending'] and then_raise and callable(_held['previous']):
         _held['pending'] = False
         _held['previous'](signal.SIGINT, None)  # Python's default handler raises KeyboardInterrupt
+
+
+def exit_on_ctrl_c(script):
+    """From now on Ctrl-C ends the process with ``SCRIPT: interrupted`` on stderr and exit status
+    130, no traceback. Call it before importing MXNet (which takes seconds); this module imports
+    nothing heavy. An ignored SIGINT (a background job of a non-interactive shell) stays ignored."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        return
+
+    def interrupted(signum, frame):
+        sys.stderr.write(f'{script}: interrupted\n')
+        sys.exit(130)
+    signal.signal(signal.SIGINT, interrupted)

@@ -141,3 +141,17 @@ def test_ctrl_c_inside_a_deferred_block_waits_for_its_end():
     with interrupts.deferred():  # the flag of the dropped Ctrl-Cs does not leak into the next block
         steps.append('quiet block done')
     assert steps[-2:] == ['stopping save done', 'quiet block done']
+
+
+def test_exit_on_ctrl_c_names_the_script_and_exits_130(capsys):
+    previous = signal.getsignal(signal.SIGINT)
+    try:
+        interrupts.exit_on_ctrl_c('demo.py')
+        with pytest.raises(SystemExit) as stopped:
+            signal.getsignal(signal.SIGINT)(signal.SIGINT, None)
+        assert stopped.value.code == 130 and capsys.readouterr().err == 'demo.py: interrupted\n'
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a background job's ignored SIGINT stays ignored
+        interrupts.exit_on_ctrl_c('demo.py')
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, previous)
